@@ -1,0 +1,86 @@
+"""Refuse to run a pinned task on a worker of another site."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from .sites import resource_name, sites_of_resources
+
+logger = logging.getLogger(__name__)
+
+
+class ForeignSiteError(RuntimeError):
+    """A task pinned to one site started on a worker of another site."""
+
+    def __init__(self, site: str, worker: str, worker_sites: list[str]) -> None:
+        self.site = site
+        self.worker = worker
+        self.worker_sites = worker_sites
+        where = ", ".join(worker_sites) if worker_sites else "no site"
+        super().__init__(
+            f"task pinned to site {site!r} started on worker {worker} ({where}); "
+            f"refusing to read {site!r} data from outside the site. The task's "
+            f"restriction to resource {resource_name(site)!r} was lost on the way "
+            "to the scheduler: check that catalog_pools is installed on the "
+            "scheduler and that 'array.query-planning' is off."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.site, self.worker, self.worker_sites))
+
+
+def check_site(site: str) -> None:
+    """Raise :class:`ForeignSiteError` if running on a worker outside ``site``.
+
+    Outside a distributed worker (threaded or synchronous scheduler) there are
+    no sites, and the check passes.
+    """
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return
+    resources = worker.state.total_resources
+    if resource_name(site) not in resources:
+        raise ForeignSiteError(site, f"{worker.name} at {worker.address}", sites_of_resources(resources))
+
+
+class _Sealed:
+    """Carries a task as plain data, so dask does not execute it as an argument."""
+
+    __slots__ = ("task", "keys")
+
+    def __init__(self, task: Any, keys: tuple[Any, ...]) -> None:
+        self.task = task
+        self.keys = keys
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_Sealed, (self.task, self.keys))
+
+
+def run_in_site(site: str, sealed: _Sealed, *values: Any) -> Any:
+    """Check the site, then run the sealed task on its dependencies' values."""
+    check_site(site)
+    return sealed.task(dict(zip(sealed.keys, values)))
+
+
+def guard_task(task: Any, site: str) -> Any:
+    """Wrap a ``dask._task_spec.Task`` so it checks its site before running.
+
+    Other graph nodes (aliases, literal data) are returned unchanged: they
+    read nothing.
+    """
+    from dask._task_spec import Task, TaskRef
+
+    if not isinstance(task, Task):
+        return task
+    keys = tuple(sorted(task.dependencies, key=str))
+    return Task(
+        task.key,
+        run_in_site,
+        site,
+        _Sealed(task, keys),
+        *(TaskRef(k) for k in keys),
+        _data_producer=task.data_producer,
+    )

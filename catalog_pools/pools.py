@@ -1,0 +1,119 @@
+"""``pool(site)``: pin the Dask tasks created in a block to one site's workers."""
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import dask
+
+from .sites import ANNOTATION, resource_name, site_of_resource, validate_site
+
+logger = logging.getLogger(__name__)
+
+
+class QueryPlanningError(RuntimeError):
+    """Array query planning is on: construction-time pins would be lost."""
+
+
+def check_query_planning() -> None:
+    """Raise :class:`QueryPlanningError` if dask.array query planning is active.
+
+    With ``array.query-planning`` on, dask.array collections carry no layer
+    annotations, so a pool would be dropped without a warning.
+    """
+    from dask.array import array_expr_enabled
+
+    if array_expr_enabled():
+        raise QueryPlanningError(
+            "dask.array query planning ('array.query-planning': True) is active; it "
+            "drops the annotations that pin tasks to a site, so catalog_pools cannot "
+            "honour pool(...). Set DASK_ARRAY__QUERY_PLANNING=False (or "
+            "dask.config.set({'array.query-planning': False}) before importing "
+            "dask.array)."
+        )
+
+
+def pool_annotations(site: str | None, current: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Annotations that pin tasks to ``site`` (``None``: explicitly unpooled).
+
+    Other resources already in ``current`` are kept; any other site's pool
+    resource is replaced, so a task never needs two sites.
+    """
+    current = current if current is not None else dask.get_annotations()
+    resources = {
+        k: v
+        for k, v in (current.get("resources") or {}).items()
+        if site_of_resource(k) is None
+    }
+    if site is not None:
+        # Quantity 0: only workers supplying the resource qualify, but the
+        # resource never caps how many pooled tasks run at once.
+        resources[resource_name(site)] = 0
+    return {"resources": resources, ANNOTATION: site}
+
+
+@contextlib.contextmanager
+def pool(site: str | None) -> Iterator[None]:
+    """Pin Dask tasks created inside the block to the workers of ``site``.
+
+    Parameters
+    ----------
+    site
+        Site name (``"ecmwf"``); workers join it with
+        ``--resources "pool-ecmwf=1"``. ``None`` opts a block out of an
+        enclosing pool.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> with pool("ecmwf"):
+    ...     x = da.ones((4, 4), chunks=2)
+    >>> pool_of(x)
+    'ecmwf'
+    """
+    if site is not None:
+        validate_site(site)
+    check_query_planning()
+    from .install import install_on_default_client
+
+    install_on_default_client()
+    with dask.annotate(**pool_annotations(site)):
+        yield
+
+
+def current_pool() -> str | None:
+    """Site of the innermost active :func:`pool` block, if any."""
+    return dask.get_annotations().get(ANNOTATION)
+
+
+def pools_in(collection: Any) -> set[str]:
+    """All sites that tasks of ``collection`` are pinned to at construction."""
+    from dask.highlevelgraph import HighLevelGraph
+
+    graph = collection.__dask_graph__()
+    found: set[str] = set()
+    if isinstance(graph, HighLevelGraph):
+        for layer in graph.layers.values():
+            annotations = layer.annotations or {}
+            if annotations.get(ANNOTATION) is not None:
+                found.add(annotations[ANNOTATION])
+            for name in annotations.get("resources") or {}:
+                if (site := site_of_resource(name)) is not None:
+                    found.add(site)
+    return found
+
+
+def pool_of(collection: Any) -> str | None:
+    """The one site ``collection``'s loads are pinned to, or ``None``.
+
+    Raises
+    ------
+    ValueError
+        If the collection mixes data from several sites (use :func:`pools_in`).
+    """
+    found = pools_in(collection)
+    if len(found) > 1:
+        raise ValueError(f"collection combines several sites {sorted(found)}; use pools_in()")
+    return next(iter(found), None)
