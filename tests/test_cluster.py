@@ -239,6 +239,23 @@ def test_tls_cluster(tmp_path: Path) -> None:
         with Client(cluster) as client:
             assert client.submit(_worker_name_task(), resources={"pool-eumetsat": 0}).result() \
                 == "eumetsat-0"
+            # the pooled compute itself, over tls://
+            import dask.array as da
+            import numpy as np
+            from distributed import get_task_stream
+
+            from catalog_pools import pool, worker_sites
+
+            with pool("ecmwf"):
+                big = da.arange(20_000, chunks=2_000) * 1.0
+            with pool("eumetsat"):
+                small = da.ones(20_000, chunks=20_000)
+            with get_task_stream(client) as stream:
+                total = (big + small).sum().compute()
+            assert total == np.arange(20_000).sum() + 20_000
+            sites = worker_sites(client)
+            assert {sites[r["worker"]] for r in stream.data if "ones" in str(r["key"])} == {"eumetsat"}
+            assert {sites[r["worker"]] for r in stream.data if "arange" in str(r["key"])} == {"ecmwf"}
         # The scheduler refuses plain TCP.
         with pytest.raises(OSError):
             Client(cluster.scheduler_address.replace("tls://", "tcp://"), timeout=5)
