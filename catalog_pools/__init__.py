@@ -15,6 +15,7 @@ import yaml
 with open(os.path.join(os.path.dirname(__file__), "config.yaml")) as _f:
     dask.config.update_defaults(yaml.safe_load(_f))
 
+from .catalog import open_catalog  # noqa: E402
 from .guard import ForeignSiteError, check_site  # noqa: E402
 from .install import (  # noqa: E402
     SchedulerSetupError,
@@ -23,6 +24,7 @@ from .install import (  # noqa: E402
     use_pooled_optimizers,
 )
 from .plugin import SiteUnavailableError  # noqa: E402
+from .lookup import load_from_catalog  # noqa: E402
 from .pools import QueryPlanningError, current_pool, pool, pool_of, pools_in  # noqa: E402
 from .propagation import propagate_pools  # noqa: E402
 from .sites import resource_name, validate_site, worker_command, worker_sites  # noqa: E402
@@ -38,6 +40,8 @@ __all__ = [
     "check_site",
     "current_pool",
     "install",
+    "load_from_catalog",
+    "open_catalog",
     "pool",
     "pool_of",
     "pools_in",

@@ -1,0 +1,176 @@
+"""Opening a dataset lazily, pinned to its site, on the client or on a site worker.
+
+The client may have no access to a site's files. Opening only reads metadata
+(names, shapes, coordinates), so it can run on a worker of the site instead:
+the lazy dataset comes back to the client and its load tasks stay pinned.
+
+``open_on`` (dask config ``catalog_pools.open-on``):
+
+``"auto"``
+    open on the client; on ``OSError`` (``PermissionError``,
+    ``FileNotFoundError``, connection errors...) open on a worker of the site
+    if a distributed Client is connected.
+``"client"``
+    always open on the client.
+``"site"``
+    always open on a worker of the site (needs a distributed Client).
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import dask
+
+from .catalog_errors import CatalogError, DataNotFoundError
+from .install import install_on_default_client
+from .pools import pool
+from .sites import resource_name, worker_command, worker_sites
+
+logger = logging.getLogger(__name__)
+
+OPEN_ON_CHOICES = ("auto", "client", "site")
+CONFIG_KEY = "catalog_pools.open-on"
+
+
+def open_on_policy(value: str | None = None) -> str:
+    """``value``, or the dask config ``catalog_pools.open-on``, validated."""
+    policy = value if value is not None else dask.config.get(CONFIG_KEY, "auto")
+    if policy not in OPEN_ON_CHOICES:
+        raise ValueError(
+            f"open_on must be one of {OPEN_ON_CHOICES} (argument or dask config "
+            f"{CONFIG_KEY!r}), got {policy!r}"
+        )
+    return policy
+
+
+def default_client() -> Any | None:
+    """The default ``distributed.Client``, or ``None`` if there is none."""
+    try:
+        from distributed import default_client as _default_client
+    except ImportError:  # pragma: no cover - distributed is a dependency
+        return None
+    try:
+        return _default_client()
+    except ValueError:
+        return None
+
+
+def open_in_site(opener: Callable[..., Any], site: str | None, kwargs: Mapping[str, Any]) -> Any:
+    """Run ``opener(**kwargs)`` inside ``pool(site)`` (on a client or a worker)."""
+    with pool(site):
+        return opener(**kwargs)
+
+
+def _open_on_worker(
+    client: Any, opener: Callable[..., Any], site: str, kwargs: Mapping[str, Any], what: str,
+    file: str | None, entry: str | None,
+) -> Any:
+    if site not in set(worker_sites(client).values()):
+        raise CatalogError(
+            f"cannot open {what} on site {site!r}: no worker of that site is connected "
+            f"to the scheduler {client.scheduler.address}. Start one with: "
+            f"{worker_command(site, client.scheduler.address)}",
+            file,
+            entry,
+        )
+    key = f"catalog-pools-open-{site}-{uuid.uuid4().hex}"
+    logger.debug("opening %s on a worker of site %s (key %s)", what, site, key)
+    future = client.submit(
+        open_in_site, opener, site, dict(kwargs), key=key, pure=False,
+        resources={resource_name(site): 0},
+    )
+    try:
+        return future.result()
+    finally:
+        future.release()
+
+
+def open_pinned(
+    opener: Callable[..., Any],
+    kwargs: Mapping[str, Any],
+    *,
+    site: str | None,
+    open_on: str | None = None,
+    what: str = "dataset",
+    file: str | None = None,
+    entry: str | None = None,
+) -> Any:
+    """Open a dataset with ``opener(**kwargs)`` under ``pool(site)``.
+
+    Parameters
+    ----------
+    opener
+        Importable function returning a lazy (dask-backed) dataset; it must be
+        importable on the workers too (pickled by reference).
+    kwargs
+        Its keyword arguments (picklable).
+    site
+        Site to pin to; ``None`` opens unpinned, on the client.
+    open_on
+        ``"auto"``, ``"client"`` or ``"site"``; default from the dask config
+        ``catalog_pools.open-on``.
+    what, file, entry
+        Describe the dataset in error messages.
+
+    Raises
+    ------
+    DataNotFoundError
+        If the data cannot be opened where the policy allows.
+    CatalogError
+        If opening in the site is needed but no Client or site worker exists.
+    """
+    policy = open_on_policy(open_on)
+    # Even when the dataset is opened on a worker, computing it from here must
+    # ship the pooled optimizers and find the scheduler plugin in place.
+    install_on_default_client()
+    client = default_client()
+    if policy == "site" and site is not None:
+        if client is None:
+            raise CatalogError(
+                f"open_on='site' needs a distributed Client connected to workers of "
+                f"site {site!r} to open {what}",
+                file,
+                entry,
+            )
+        try:
+            return _open_on_worker(client, opener, site, kwargs, what, file, entry)
+        except OSError as exc:
+            raise DataNotFoundError(
+                f"cannot open {what} on a worker of site {site!r}: {type(exc).__name__}: {exc}",
+                file,
+                entry,
+            ) from exc
+    try:
+        return open_in_site(opener, site, kwargs)
+    except OSError as exc:
+        local_error = exc
+    if policy == "client" or site is None:
+        raise DataNotFoundError(
+            f"cannot open {what} here: {type(local_error).__name__}: {local_error}",
+            file,
+            entry,
+        ) from local_error
+    if client is None:
+        raise DataNotFoundError(
+            f"cannot open {what} from this process ({type(local_error).__name__}: "
+            f"{local_error}) and no distributed Client is connected to open it on a "
+            f"worker of site {site!r}",
+            file,
+            entry,
+        ) from local_error
+    logger.info(
+        "%s not readable here (%s: %s); opening it on a worker of site %s",
+        what, type(local_error).__name__, local_error, site,
+    )
+    try:
+        return _open_on_worker(client, opener, site, kwargs, what, file, entry)
+    except OSError as exc:
+        raise DataNotFoundError(
+            f"cannot open {what} here ({type(local_error).__name__}: {local_error}) nor on "
+            f"a worker of site {site!r} ({type(exc).__name__}: {exc})",
+            file,
+            entry,
+        ) from exc

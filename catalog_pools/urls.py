@@ -1,0 +1,134 @@
+"""Normalising local paths and fsspec URLs so that they can be compared.
+
+``/data/ecmwf/../ecmwf/x.zarr``, ``file:///data/ecmwf/x.zarr/`` and
+``data/ecmwf/x.zarr`` (from ``/``) are the same location; so are
+``HTTP://Host:80/a/b`` and ``http://host/a/b``. Comparison is on parsed path
+components, never on raw string prefixes (``/data/ecmwf2`` is not under
+``/data/ecmwf``).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+logger = logging.getLogger(__name__)
+
+#: fsspec protocol aliases that name the same storage.
+_SCHEME_ALIASES = {"s3a": "s3", "s3n": "s3", "gcs": "gs", "local": "file", "abfss": "abfs"}
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@dataclass(frozen=True)
+class Location:
+    """A normalised storage location.
+
+    Attributes
+    ----------
+    scheme
+        ``"file"`` for local paths, else the (de-aliased) fsspec protocol.
+    netloc
+        Host (lower case, default port dropped) or bucket; ``""`` for files.
+    parts
+        Path components after normalisation (``..`` resolved, no empty parts).
+    """
+
+    scheme: str
+    netloc: str
+    parts: tuple[str, ...]
+
+    def is_within(self, root: Location) -> bool:
+        """True if this location is ``root`` or lies below it."""
+        return (
+            self.scheme == root.scheme
+            and self.netloc == root.netloc
+            and self.parts[: len(root.parts)] == root.parts
+        )
+
+    def __str__(self) -> str:
+        path = "/" + "/".join(self.parts)
+        if self.scheme == "file":
+            return path
+        return f"{self.scheme}://{self.netloc}{path}"
+
+
+def has_protocol(urlpath: str) -> bool:
+    """True if ``urlpath`` starts with an fsspec protocol (``s3://``, ``file://``...)."""
+    scheme = urlsplit(urlpath).scheme
+    # A one-letter scheme is a Windows drive letter, not a protocol.
+    return "://" in urlpath and len(scheme) > 1
+
+
+def local_path(urlpath: str) -> str | None:
+    """The absolute local path ``urlpath`` names, or ``None`` for remote URLs."""
+    if not has_protocol(urlpath):
+        return os.path.abspath(os.path.expanduser(urlpath))
+    parts = urlsplit(urlpath)
+    if _SCHEME_ALIASES.get(parts.scheme.lower(), parts.scheme.lower()) == "file":
+        return os.path.abspath(unquote(parts.netloc + parts.path) or "/")
+    return None
+
+
+def normalize(urlpath: str | os.PathLike[str]) -> Location:
+    """Parse a local path or URL into a comparable :class:`Location`.
+
+    Parameters
+    ----------
+    urlpath
+        A local path (relative paths are taken from the current directory),
+        ``file://`` URL or any fsspec URL (``s3://bucket/key``,
+        ``https://host/path``).
+
+    Examples
+    --------
+    >>> str(normalize("s3a://Bucket/a/./b/"))
+    's3://Bucket/a/b'
+    >>> normalize("/data/ecmwf2").is_within(normalize("/data/ecmwf"))
+    False
+    """
+    urlpath = os.fspath(urlpath)
+    path = local_path(urlpath)
+    if path is not None:
+        return Location("file", "", _parts(path))
+    split = urlsplit(urlpath)
+    scheme = split.scheme.lower()
+    scheme = _SCHEME_ALIASES.get(scheme, scheme)
+    netloc = split.netloc
+    if scheme in _DEFAULT_PORTS:
+        # Host names are case-insensitive; bucket names (s3, gs) are not.
+        host = (split.hostname or "").lower()
+        port = split.port
+        netloc = host if port in (None, _DEFAULT_PORTS[scheme]) else f"{host}:{port}"
+        if split.username:
+            netloc = f"{split.username}@{netloc}"
+    return Location(scheme, netloc, _parts(unquote(split.path)))
+
+
+def _parts(path: str) -> tuple[str, ...]:
+    norm = posixpath.normpath("/" + path.replace(os.sep, "/"))
+    return tuple(p for p in norm.split("/") if p)
+
+
+def normalized_url(urlpath: str) -> str:
+    """``urlpath`` with ``.``/``..`` resolved and local paths made absolute.
+
+    Used before opening, so that ``{{ CATALOG_DIR }}/../data`` also works on
+    object stores, where ``..`` is not resolved by the server.
+    """
+    if not isinstance(urlpath, str) or any(c in urlpath for c in "*?[{"):
+        return urlpath  # globs and patterns are left to the opener
+    path = local_path(urlpath)
+    if path is not None:
+        return path
+    split = urlsplit(urlpath)
+    norm = posixpath.normpath(split.path) if split.path else ""
+    if norm in (".", "/"):
+        norm = ""
+    if split.path.endswith("/") and norm:
+        norm += "/"
+    rebuilt = f"{split.scheme}://{split.netloc}{norm}"
+    if split.query:
+        rebuilt += f"?{split.query}"
+    return rebuilt
