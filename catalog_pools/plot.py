@@ -1,0 +1,221 @@
+"""Pictures: the traffic between sites, and a map of a 2-D field (matplotlib, Agg)."""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dask.utils import format_bytes
+
+if TYPE_CHECKING:
+    from .traffic import Traffic
+
+logger = logging.getLogger(__name__)
+
+_CROSS = "#d62728"
+_CLIENT_COLOUR = "#7f7f7f"
+_PALETTE = ("#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf", "#bcbd22")
+
+
+def _figure(**kwargs: Any) -> Any:
+    # A bare Figure, not pyplot: no global state, no backend switch in the
+    # caller's notebook, nothing to close.
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
+
+
+def site_colours(sites: list[str]) -> dict[str, str]:
+    """A stable colour per site (sorted order), the client grey."""
+    from .traffic import CLIENT
+
+    colours = {s: _PALETTE[i % len(_PALETTE)] for i, s in enumerate(sorted(sites))}
+    colours[CLIENT] = _CLIENT_COLOUR
+    return colours
+
+
+def _flow_panel(ax: Any, t: Traffic, colours: dict[str, str]) -> None:
+    from .traffic import CLIENT
+
+    sites = t.sites
+    n = len(sites)
+    # Sites on a lower arc, the client on top: arrows up are results.
+    pos: dict[str, tuple[float, float]] = {}
+    for i, s in enumerate(sites):
+        x = 0.5 if n == 1 else 0.12 + 0.76 * i / (n - 1)
+        pos[s] = (x, 0.3)
+    pos[CLIENT] = (0.5, 0.85)
+    reads = t.bytes_read_by_site
+    for s in sites:
+        x, y = pos[s]
+        label = (
+            f"{s}\n{len(t.workers_by_site.get(s, ()))} workers, "
+            f"{t.tasks_by_site.get(s, 0)} tasks"
+        )
+        if reads is not None:
+            label += f"\nread {format_bytes(reads.get(s, 0))}"
+        within = t.by_site_pair.get((s, s), 0)
+        label += f"\nwithin site {format_bytes(within)}"
+        ax.add_patch(_circle((x, y), 0.1, colours[s]))
+        ax.text(x, y - 0.13, label, ha="center", va="top", fontsize=9)
+        ax.text(x, y, s, ha="center", va="center", fontsize=10, color="white", weight="bold")
+    cx, cy = pos[CLIENT]
+    ax.add_patch(_square((cx, cy), 0.07, colours[CLIENT]))
+    ax.text(cx, cy, "client", ha="center", va="center", fontsize=10, color="white", weight="bold")
+
+    biggest = max([n for (a, b), n in t.by_site_pair.items() if a != b] or [1])
+    drawn: set[frozenset[str]] = set()
+    for (src, dst), nbytes in sorted(t.by_site_pair.items()):
+        if src == dst or src not in pos or dst not in pos:
+            continue
+        (x0, y0), (x1, y1) = pos[src], pos[dst]
+        # Opposite directions between the same pair are drawn on two arcs.
+        bend = 0.25 if frozenset((src, dst)) in drawn else -0.25
+        drawn.add(frozenset((src, dst)))
+        width = 1.0 + 7.0 * math.log1p(nbytes) / math.log1p(biggest)
+        colour = _CLIENT_COLOUR if dst == CLIENT else _CROSS
+        ax.annotate(
+            "", xy=(x1, y1), xytext=(x0, y0),
+            arrowprops={"arrowstyle": "-|>", "lw": width, "color": colour,
+                        "shrinkA": 28, "shrinkB": 28, "mutation_scale": 18,
+                        "connectionstyle": f"arc3,rad={bend}"},
+        )  # fmt: skip
+        mx, my = (x0 + x1) / 2, (y0 + y1) / 2
+        dx, dy = x1 - x0, y1 - y0
+        ox, oy = -dy * bend * 0.55, dx * bend * 0.55
+        ax.text(mx + ox, my + oy, format_bytes(nbytes), ha="center", va="center", fontsize=10,
+                color=colour, weight="bold",
+                bbox={"boxstyle": "round", "fc": "white", "ec": colour, "alpha": 0.9})  # fmt: skip
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.15, 1.0)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    ax.set_title(
+        f"bytes between sites: {format_bytes(t.cross_site_bytes)}"
+        f"  (to client {format_bytes(t.client_bytes)})",
+        fontsize=11,
+    )
+
+
+def _circle(xy: tuple[float, float], r: float, colour: str) -> Any:
+    from matplotlib.patches import Circle
+
+    return Circle(xy, r, color=colour, alpha=0.9)
+
+
+def _square(xy: tuple[float, float], half: float, colour: str) -> Any:
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((xy[0] - half, xy[1] - half), 2 * half, 2 * half, color=colour, alpha=0.9)
+
+
+def _timeline_panel(ax: Any, t: Traffic, colours: dict[str, str]) -> None:
+    from .traffic import CLIENT, NO_SITE
+
+    lanes: list[tuple[str, str]] = [("client", CLIENT)]
+    for site in t.sites:
+        for w in sorted(t.workers_by_site.get(site, ())):
+            lanes.append((w, site))
+    index = {w: i for i, (w, _) in enumerate(lanes)}
+    starts = [
+        ss["start"] for rec in t.tasks for ss in rec.get("startstops", ()) if ss.get("start")
+    ]
+    starts += [tr.start for tr in t.transfers if tr.start]
+    t0 = min(starts) if starts else 0.0
+    crossing = [tr for tr in t.transfers if tr.src != tr.dst]
+    # Zero-length records (data nodes, aliases) can carry odd times: scale the
+    # axis to real work and transfers.
+    ends = [
+        ss["stop"] for rec in t.tasks for ss in rec.get("startstops", ())
+        if ss.get("stop") and ss["stop"] > ss.get("start", ss["stop"])
+    ] + [tr.stop for tr in crossing if tr.stop]
+    if ends:
+        span = max(ends) - t0
+        ax.set_xlim(-0.02 * span, 1.05 * span)
+    for rec in t.tasks:
+        lane = index.get(rec.get("worker"))
+        if lane is None:
+            continue
+        site = t.task_sites.get(rec["key"], NO_SITE)
+        for ss in rec.get("startstops", ()):
+            if ss.get("action") != "compute":
+                continue
+            ax.barh(lane, max(ss["stop"] - ss["start"], 1e-3), left=ss["start"] - t0,
+                    height=0.6, color=colours.get(site, "black"), alpha=0.85,
+                    edgecolor="black", linewidth=0.3)  # fmt: skip
+    for tr in crossing:
+        src = index.get(tr.src_worker)
+        dst = index.get(tr.dst_worker) if tr.dst_worker else index["client"]
+        if src is None or dst is None or tr.stop is None:
+            continue
+        colour = _CLIENT_COLOUR if tr.dst == CLIENT else _CROSS
+        x = tr.stop - t0
+        ax.annotate("", xy=(x, dst), xytext=(x, src),
+                    arrowprops={"arrowstyle": "-|>", "color": colour, "lw": 1.2, "alpha": 0.8})
+        if len(crossing) <= 3:  # beyond that the labels only overlap
+            ax.text(x, (src + dst) / 2, " " + format_bytes(tr.nbytes), fontsize=7,
+                    color=colour, va="center")  # fmt: skip
+    ax.set_yticks(range(len(lanes)))
+    ax.set_yticklabels(
+        ["client"] + [f"{site}  {w.rsplit(':', 1)[-1]}" for w, site in lanes[1:]], fontsize=8
+    )
+    for label, (_, site) in zip(ax.get_yticklabels(), lanes):
+        label.set_color(colours.get(site, "black"))
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds")
+    ax.set_title("tasks per worker (bars) and cross-site transfers (arrows)", fontsize=11)
+    ax.grid(axis="x", alpha=0.3)
+
+
+def plot_traffic(t: Traffic, path: Path, title: str | None = None) -> Path:
+    """Write the traffic picture of :meth:`catalog_pools.traffic.Traffic.plot` to ``path``."""
+    colours = site_colours(t.sites)
+    fig = _figure(figsize=(14, 5.5))
+    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.3]})
+    _flow_panel(left, t, colours)
+    _timeline_panel(right, t, colours)
+    fig.suptitle(
+        title or f"wall time {t.wall_time:.2f} s, cross-site {format_bytes(t.cross_site_bytes)}",
+        fontsize=12,
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    logger.info("wrote %s", path)
+    return path
+
+
+def plot_map(field: Any, path: Path, title: str, cmap: str = "RdBu_r") -> Path:
+    """Save a PNG map of a 2-D ``xarray.DataArray`` on (latitude, longitude).
+
+    Parameters
+    ----------
+    field
+        In-memory DataArray with ``latitude`` and ``longitude`` coordinates.
+    path
+        Output PNG.
+    title
+        Plot title.
+    cmap
+        Matplotlib colormap; the colour scale is symmetric about zero.
+    """
+    import numpy as np
+
+    values = np.asarray(field.values, dtype="float64")
+    limit = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 1.0
+    fig = _figure(figsize=(10, 5))
+    ax = fig.subplots()
+    mesh = ax.pcolormesh(field["longitude"].values, field["latitude"].values, values,
+                         cmap=cmap, vmin=-limit, vmax=limit, shading="auto")  # fmt: skip
+    units = field.attrs.get("units", "")
+    fig.colorbar(mesh, ax=ax, label=f"{field.name or ''} [{units}]".strip())
+    ax.set_xlabel("longitude [degrees_east]")
+    ax.set_ylabel("latitude [degrees_north]")
+    ax.set_title(title)
+    ax.set_aspect("equal")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    logger.info("wrote %s", path)
+    return path
