@@ -61,11 +61,15 @@ _LIVE_LOCK = threading.Lock()
 
 
 def _parent_death_hook() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that makes the child get SIGTERM when its parent dies (Linux).
+    """A ``preexec_fn`` that makes the child get SIGKILL when its parent dies (Linux).
 
     Covers the one case teardown code cannot: the Python process that started the
     cluster being killed with SIGKILL. Note the kernel ties this to the *thread*
     that forked, here the cluster's event-loop thread, which lives until close.
+    SIGKILL, not SIGTERM: a worker closing on SIGTERM while its scheduler
+    disappears can hang in distributed's close (a cancelled batched-stream close).
+    A worker behind ``runuser`` outlives its killed ``runuser`` only until it
+    notices the (also killed) scheduler is gone.
     """
     if not sys.platform.startswith("linux"):
         return None
@@ -76,7 +80,7 @@ def _parent_death_hook() -> Callable[[], None] | None:
     pr_set_pdeathsig = 1
 
     def hook() -> None:
-        prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+        prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
 
     return hook
 

@@ -278,5 +278,5 @@ def test_processes_die_with_a_killed_parent(tmp_path: Path) -> None:
     finally:
         parent.kill()  # SIGKILL: no teardown code runs in the parent
         parent.wait()
-    # SIGTERM via the parent-death signal; every process stops gracefully.
+    # The parent-death signal kills the scheduler and workers; nothing is left.
     assert _wait_gone(pids, timeout=20) == []
