@@ -20,17 +20,19 @@ is a map with visible structure.
 
 Chunking
 --------
-Predictions are chunked ``(18, 1, ceil(nlat / 4), nlon)``: every chunk holds all
-realizations (the ensemble mean of a chunk needs no other chunk, so the mean is
-one task per chunk with no tree reduction and no transfer between workers) of
-one height (``isel(height=10)`` reads 1/33 of the data: graph culling keeps
-only that height's chunks), and latitude is split in four so each site has a
-few load tasks to spread over its workers. Observations use the same latitude
-blocks, so the subtraction pairs chunks one to one. At ``demo`` scale a chunk is
-~2 MiB, at ``seed`` scale ~21 MiB.
+Predictions are chunked ``(1, 33, nlat / lat_blocks, nlon)``: one chunk per
+ensemble member holding all its heights, as forecast files are written member
+by member (the 2022 experiment read one netCDF file per member). Computing
+``mean("realization").isel(height=10)`` therefore reads the whole ensemble:
+the slice comes after the reduction, so every member chunk is loaded, which is
+what makes an unpinned read drag the bulk of the data across sites. Latitude is
+split so a chunk stays a few tens of MiB (1 block at ``small``, 2 at ``demo``,
+4 at ``seed``); observations use the same latitude blocks, so the subtraction
+pairs chunks one to one. At ``demo`` scale a chunk is ~13 MiB, at ``seed``
+~40 MiB.
 
 Every value is a pure function of ``(seed, height, realization)``, generated one
-height at a time (bounded memory: one ``18 x nlat x nlon`` slab), so files are
+member at a time (bounded memory: one ``33 x nlat x nlon`` slab), so files are
 byte-identical between runs.
 """
 from __future__ import annotations
@@ -51,7 +53,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 #: Bump when the generator changes, so old data is regenerated.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 
 #: The 33 height levels (m), 5 m to 6 km.
@@ -63,12 +65,13 @@ HEIGHTS: tuple[float, ...] = (
 N_REALIZATIONS = 18
 #: Height index the observations correspond to (300 m).
 OBSERVATION_HEIGHT_INDEX = 10
-LAT_BLOCKS = 4
+#: Latitude blocks per scale, so a member chunk stays a few tens of MiB.
+LAT_BLOCKS: dict[str, int] = {"small": 1, "demo": 2, "seed": 4}
 
 #: Grid (n_latitude, n_longitude) of each scale, cell centres covering the globe.
 SCALES: dict[str, tuple[int, int]] = {
     "small": (18, 36),  # 10 degree cells, 1.5 MiB of predictions: tests
-    "demo": (240, 480),  # 0.75 degree, 261 MiB of predictions: the demo
+    "demo": (320, 640),  # 0.5625 degree, 464 MiB of predictions: the demo
     "seed": (960, 1280),  # 2.7 GiB of predictions, like the 2022 experiment
 }
 
@@ -100,7 +103,7 @@ class Grid:
 
     @property
     def lat_chunk(self) -> int:
-        return math.ceil(self.nlat / LAT_BLOCKS)
+        return math.ceil(self.nlat / LAT_BLOCKS[self.scale])
 
     @property
     def prediction_shape(self) -> tuple[int, int, int, int]:
@@ -108,7 +111,7 @@ class Grid:
 
     @property
     def prediction_chunks(self) -> tuple[int, int, int, int]:
-        return (N_REALIZATIONS, 1, self.lat_chunk, self.nlon)
+        return (1, len(HEIGHTS), self.lat_chunk, self.nlon)
 
     @property
     def observation_chunks(self) -> tuple[int, int]:
@@ -159,6 +162,14 @@ def _surface_pressure(g: Grid, seed: int) -> np.ndarray:
     return 101325.0 + zonal[:, None] + _smooth_field(g, _rng(seed, 0), 6, 2000.0)
 
 
+def _member_value(g: Grid, seed: int, base: np.ndarray, r: int, height_index: int) -> np.ndarray:
+    member = _rng(seed, 1, r)
+    scale_height = 8000.0 + member.uniform(-150.0, 150.0)
+    perturbation = _smooth_field(g, member, 4, 250.0)
+    noise = _rng(seed, 2, height_index, r).normal(0.0, 5.0, size=(g.nlat, g.nlon))
+    return (base + perturbation) * math.exp(-HEIGHTS[height_index] / scale_height) + noise
+
+
 def prediction_slab(g: Grid, seed: int, height_index: int) -> np.ndarray:
     """All realizations at one height: float32 ``(18, nlat, nlon)``.
 
@@ -171,16 +182,23 @@ def prediction_slab(g: Grid, seed: int, height_index: int) -> np.ndarray:
     height_index
         Index into :data:`HEIGHTS`.
     """
-    z = HEIGHTS[height_index]
     base = _surface_pressure(g, seed)
     slab = np.empty((N_REALIZATIONS, g.nlat, g.nlon), dtype="float32")
     for r in range(N_REALIZATIONS):
-        member = _rng(seed, 1, r)
-        scale_height = 8000.0 + member.uniform(-150.0, 150.0)
-        perturbation = _smooth_field(g, member, 4, 250.0)
-        noise = _rng(seed, 2, height_index, r).normal(0.0, 5.0, size=(g.nlat, g.nlon))
-        slab[r] = (base + perturbation) * math.exp(-z / scale_height) + noise
+        slab[r] = _member_value(g, seed, base, r, height_index)
     return slab
+
+
+def prediction_member(g: Grid, seed: int, realization: int) -> np.ndarray:
+    """All heights of one ensemble member: float32 ``(33, nlat, nlon)``.
+
+    The same values as :func:`prediction_slab`, in member order.
+    """
+    base = _surface_pressure(g, seed)
+    member = np.empty((len(HEIGHTS), g.nlat, g.nlon), dtype="float32")
+    for h in range(len(HEIGHTS)):
+        member[h] = _member_value(g, seed, base, realization, h)
+    return member
 
 
 def observation_field(g: Grid, seed: int) -> np.ndarray:
@@ -367,9 +385,9 @@ def make_data(
         Data root; site directories ``ecmwf/`` and ``eumetsat/`` go below it.
     scale
         ``"small"`` (tests), ``"demo"`` or ``"seed"`` (like the original
-        experiment): 1.5 MiB, 261 MiB or 2.7 GiB of float32 predictions. Both
+        experiment): 1.5 MiB, 464 MiB or 2.7 GiB of float32 predictions. Both
         formats are written, compressed (zstd for zarr, zlib level 1 for
-        netCDF): ~2.5 MiB, ~340 MiB or ~3.5 GiB on disk in all.
+        netCDF): ~2.5 MiB, ~600 MiB or ~3.5 GiB on disk in all.
     seed
         Random seed. The same seed gives byte-identical files.
     progress
@@ -407,10 +425,10 @@ def make_data(
               desc=f"make_data {scale}", disable=not progress) as bar:  # fmt: skip
 
         def prediction_slabs() -> Iterator[tuple[Any, np.ndarray]]:
-            for h in range(len(HEIGHTS)):
-                slab = prediction_slab(g, seed, h)
-                yield (slice(None), h), slab
-                bar.update(slab.nbytes)
+            for r in range(N_REALIZATIONS):
+                member = prediction_member(g, seed, r)
+                yield r, member
+                bar.update(member.nbytes)
 
         def observation_slabs() -> Iterator[tuple[Any, np.ndarray]]:
             field = observation_field(g, seed)

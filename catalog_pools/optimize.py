@@ -192,7 +192,9 @@ def optimize_pooled(
     from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
     from dask.utils import ensure_dict
 
-    annotations, sizes = _read_layers(hlg)
+    _, sizes = _read_layers(hlg)
+    hlg = _spread_layer_pins(hlg)
+    annotations, _ = _read_layers(hlg)
     if kind == "array":
         from dask.blockwise import fuse_roots, optimize_blockwise
 
@@ -238,8 +240,10 @@ def optimize_pooled(
             part = fuse_linear_task_spec(part, keys=boundary)
             if kind == "array":
                 part = _optimize_slices(part)
+        if site is not None:
+            part = _inline_data(part, requested)
         for key, task in part.items():
-            out[key] = guard_task(task, site) if (guard and site is not None) else task
+            out[key] = guard_task(task, site) if guard and site is not None else task
             out_site[key] = site
 
     groups: dict[str, tuple[dict[str, Any], dict[Hashable, Any]]] = {}
@@ -252,6 +256,75 @@ def optimize_pooled(
         layers[f"catalog-pools-{i}"] = MaterializedLayer(mapping, annotations=ann or None)
     logger.debug("pooled graph: %d tasks, %d pinned", len(out), sum(s is not None for s in out_site.values()))
     return HighLevelGraph(layers, {name: set() for name in layers})
+
+
+def _spread_layer_pins(hlg: Any) -> Any:
+    """Pin each unannotated layer whose input layers are all pinned alike.
+
+    Done on the high-level graph before blockwise fusion, so a load and the
+    operations applied to it fuse exactly as they would without pools (layers
+    with different annotations never fuse). Joins of several sites are left
+    to the per-task rules. Returns a new graph; the input is not modified.
+    """
+    import copy
+
+    from dask.highlevelgraph import HighLevelGraph
+
+    from .propagate import topological_order
+
+    layers = dict(hlg.layers)
+    changed = False
+    for name in topological_order(hlg.dependencies):
+        layer = layers[name]
+        deps = hlg.dependencies.get(name) or set()
+        if layer.annotations or not deps:
+            continue
+        inputs = [layers[d].annotations or {} for d in deps]
+        first = inputs[0]
+        if not _is_pure_pin(first) or any(a != first for a in inputs[1:]):
+            continue
+        layer = copy.copy(layer)
+        layer.annotations = dict(first)
+        layers[name] = layer
+        changed = True
+    return HighLevelGraph(layers, hlg.dependencies) if changed else hlg
+
+
+def _is_pure_pin(annotations: Mapping[str, Any]) -> bool:
+    """Annotations that say only "pinned to one site" (nothing else to copy)."""
+    if set(annotations) != {ANNOTATION, "resources"} or annotations[ANNOTATION] is None:
+        return False
+    resources = annotations["resources"]
+    return isinstance(resources, Mapping) and all(site_of_resource(r) for r in resources)
+
+
+def _inline_data(part: dict[Hashable, Any], requested: set[Hashable]) -> dict[Hashable, Any]:
+    """Inline literal data (the array a load reads from) into the tasks using it.
+
+    A pinned task never takes part in root-task queuing, so a dependency held
+    by one worker (xarray's ``original`` array, ``inline_array=False``) would
+    draw every load of the site onto that worker. Inlined, loads have no
+    dependency and spread over the site's workers, as ``inline_array=True``
+    would do.
+    """
+    from dask._task_spec import DataNode
+
+    data = {k: t for k, t in part.items() if isinstance(t, DataNode) and k not in requested}
+    if not data:
+        return part
+    users: dict[Hashable, list[Hashable]] = defaultdict(list)
+    for key, task in part.items():
+        for dep in task.dependencies:
+            if dep in data:
+                users[dep].append(key)
+    out = dict(part)
+    for key, node in data.items():
+        if not users.get(key):
+            continue  # used outside this site: keep it as a task
+        for user in users[key]:
+            out[user] = out[user].substitute({key: node})
+        del out[key]
+    return out
 
 
 def _source_key(key: Hashable, task: Any) -> Hashable:

@@ -13,6 +13,7 @@ import xarray as xr
 from distributed import Client, get_task_stream
 
 import catalog_pools
+from catalog_pools.traffic import traffic
 from catalog_pools import ForeignSiteError, SiteUnavailableError, pool, worker_sites
 
 LAT, LON = 24, 36
@@ -47,29 +48,42 @@ def site_files(sites_env) -> dict[str, Path]:
     return {"ecmwf": zarr_path, "eumetsat": nc_path}
 
 
-def tasks_by_site(records: list[dict], sites: dict[str, str | None], word: str) -> Counter:
-    return Counter(sites[r["worker"]] for r in records if word in str(r["key"]))
-
-
 def test_loads_run_in_their_site_and_values_match_numpy(sites_env, site_files, client) -> None:
     with pool("ecmwf"):
         forecast = xr.open_dataset(site_files["ecmwf"], engine="zarr", chunks={})
     with pool("eumetsat"):
         observed = xr.open_dataset(site_files["eumetsat"], engine="h5netcdf", chunks={})
     diff = forecast.forecast.mean("realization").isel(height=1) - observed.observed
-    with get_task_stream(client) as stream:
+    with traffic(client) as report:
         result = diff.compute()
     expected = forecast_values().mean(axis=0)[1] - observed_values()
     np.testing.assert_allclose(result.values, expected, atol=1e-3)  # float32 sums
 
+    # Where the bytes were read, recorded on the workers themselves: each site
+    # read exactly its own data (of the forecast, the height chunk holding 1).
+    assert report.bytes_read_by_site == {
+        "ecmwf": forecast_values()[:, :2].nbytes,
+        "eumetsat": observed_values().nbytes,
+    }
+    # The join has equal bytes on both sides; the tie goes to the first site
+    # name, so only the observations (and the result, to the client) move.
+    crossed = {pair: n for pair, n in report.by_site_pair.items() if len(set(pair) - {"client"}) == 2}
+    assert crossed == {("eumetsat", "ecmwf"): observed_values().nbytes}
+    assert report.cross_site_bytes == observed_values().nbytes
+    assert set(report.task_sites.values()) == {"ecmwf", "eumetsat"}
+
+
+def test_loads_spread_over_the_site_workers(site_files, client) -> None:
+    """Pinned loads are not queued by the scheduler; they must still use every worker."""
+    with pool("ecmwf"):
+        forecast = xr.open_dataset(site_files["ecmwf"], engine="zarr", chunks={})
+    with get_task_stream(client) as stream:
+        forecast.forecast.mean("realization").compute()
     sites = worker_sites(client)
-    records = stream.data
-    assert tasks_by_site(records, sites, "forecast").keys() == {"ecmwf"}
-    assert tasks_by_site(records, sites, "observed").keys() == {"eumetsat"}
-    # Everything downstream of the ensemble stays at ECMWF: the join has equal
-    # bytes on both sides and the tie goes to the first site name.
-    assert Counter(sites[r["worker"]] for r in records)["ecmwf"] > len(records) // 2
-    assert None not in {sites[r["worker"]] for r in records}
+    ecmwf_workers = {a for a, s in sites.items() if s == "ecmwf"}
+    # loads are fused into the per-member means
+    loads = Counter(r["worker"] for r in stream.data if "mean_chunk" in str(r["key"]))
+    assert sum(loads.values()) == 6 * 2 and set(loads) == ecmwf_workers, loads
 
 
 def test_foreign_reads_fail_when_sites_are_isolated(isolated_env, site_files, client) -> None:

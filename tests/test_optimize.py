@@ -163,3 +163,19 @@ def test_query_planning_fails_loudly() -> None:
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert "refused:" in out.stdout, out.stderr
     assert "query-planning" in out.stdout
+
+
+def test_pooled_graph_fuses_like_an_unpooled_one() -> None:
+    """Pins must not cost tasks: loads fuse with what follows, as without pools."""
+    values = np.arange(6 * 8 * 10.0).reshape(6, 8, 10)
+    plain = da.from_array(values, chunks=(1, 8, 10)).mean(axis=0)[3]
+    with pool("ecmwf"):
+        pooled = da.from_array(values, chunks=(1, 8, 10)).mean(axis=0)[3]
+    plain_graph, _ = optimized(plain)
+    pooled_graph, annotations = optimized(pooled)
+    assert len(pooled_graph) <= len(plain_graph)
+    assert set(annotations["pool"].values()) == {"ecmwf"}
+    from dask._task_spec import DataNode
+
+    assert not any(isinstance(t, DataNode) for t in pooled_graph.values())
+    np.testing.assert_array_equal(pooled.compute(), values.mean(axis=0)[3])

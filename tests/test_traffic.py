@@ -113,15 +113,14 @@ def test_xarray_compute_reads_in_site_and_moves_little(
         result = diff.compute()
 
     g = grid("small")
-    slab = 18 * g.nlat * g.nlon * 4  # every realization at height 10
     field = g.nlat * g.nlon * 4  # one 2-D field: the mean, or the observations
-    # Each site read exactly its own data, once: one height of the predictions
-    # and the observations.
-    assert t.bytes_read_by_site == {"ecmwf": slab, "eumetsat": field}
+    # Each site read exactly its own data, once: the whole ensemble (one chunk
+    # per member, all heights; the slice comes after the mean) and the observations.
+    assert t.bytes_read_by_site == {"ecmwf": g.prediction_nbytes, "eumetsat": field}
     # One 2-D field had to meet the other: at least that crossed, and not a
-    # single prediction chunk (the smallest is 18 x 3 x 36 x 4 bytes).
-    smallest_chunk = 18 * (g.nlat - 3 * g.lat_chunk) * g.nlon * 4
-    assert field <= t.cross_site_bytes < smallest_chunk
+    # single prediction chunk (a member: 33 heights of the field).
+    member_chunk = 33 * g.lat_chunk * g.nlon * 4
+    assert field <= t.cross_site_bytes < member_chunk
     assert t.tasks_by_site["ecmwf"] > 0 and t.tasks_by_site["eumetsat"] > 0
     assert set(t.task_sites.values()) == {"ecmwf", "eumetsat"}
     assert t.client_bytes >= result.nbytes
