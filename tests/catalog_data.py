@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import re
 import shutil
 import socket
 import subprocess
@@ -144,11 +143,3 @@ def moto_s3() -> Iterator[str]:
     argv = [exe, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
     with _server(argv, port):
         yield f"http://127.0.0.1:{port}"
-
-
-def task_name(key: object) -> str:
-    """The name part of a dask key (``('x-abc', 0, 1)`` -> ``'x-abc'``)."""
-    return key[0] if isinstance(key, tuple) else str(key)
-
-
-TOKEN = re.compile(r"([0-9a-f]{32})$")

@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 import pytest
 import xarray as xr
-from catalog_data import TOKEN, observations, predictions, task_name, write, write_catalog
-from distributed import get_task_stream
+from catalog_data import observations, predictions, write, write_catalog
 
 import catalog_pools
 from catalog_pools.catalog import open_catalog
 from catalog_pools.catalog_errors import CatalogError
+from catalog_pools.traffic import traffic
 
 pytestmark = pytest.mark.root
 
@@ -80,62 +80,6 @@ def _expected(paths: dict[str, Path]) -> xr.DataArray:
         return (p.air_pressure.mean("realization").isel(height=1) - o.air_pressure).load()
 
 
-def _upstream_load_sites(collection: Any) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
-    """Per layer: sites of every load layer upstream, and of the load layers it reads directly.
-
-    Load layers are those created under ``pool(site)`` (xarray's ``open_dataset-``
-    and ``original-open_dataset-`` layers); their annotation names the site.
-    """
-    graph = collection.__dask_graph__()
-    own = {name: (layer.annotations or {}).get("pool") for name, layer in graph.layers.items()}
-    upstream: dict[str, set[str]] = {}
-
-    def visit(name: str) -> set[str]:
-        if name not in upstream:
-            sites = {own[name]} if own[name] else set()
-            for dep in graph.dependencies.get(name, ()):
-                sites |= visit(dep)
-            upstream[name] = sites
-        return upstream[name]
-
-    direct = {
-        name: {own[d] for d in graph.dependencies.get(name, ()) if own[d]} | ({own[name]} - {None})
-        for name in graph.layers
-    }
-    for name in graph.layers:
-        visit(name)
-    return upstream, direct
-
-
-def _load_task_sites(collection: Any, records: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """``(task key, site whose data it loads)`` for every load task in ``records``.
-
-    Fused task keys keep the token of their last layer (``open_dataset-mean_chunk-<token>``)
-    but lose the load layer's: the token identifies the layer, and the sites of the
-    loads it can contain are those upstream of it (or, when that is ambiguous, those it
-    reads directly: fusion only merges a load into its direct dependent).
-    """
-    upstream, direct = _upstream_load_sites(collection)
-    by_token: dict[str, list[str]] = {}
-    for name in upstream:
-        if m := TOKEN.search(name):
-            by_token.setdefault(m.group(1), []).append(name)
-    out = []
-    for rec in records:
-        name = task_name(rec["key"])
-        if "open_dataset" not in name:
-            continue  # not a load
-        m = TOKEN.search(name)
-        layers = by_token.get(m.group(1), []) if m else []
-        assert layers, f"cannot tell which layer load task {rec['key']!r} belongs to"
-        sites = set().union(*(upstream[layer] for layer in layers))
-        if len(sites) > 1:
-            sites = set().union(*(direct[layer] for layer in layers))
-        assert len(sites) == 1, f"load task {rec['key']!r} reads from sites {sites}"
-        out.append((str(rec["key"]), sites.pop()))
-    return out
-
-
 def test_cross_site_difference_loads_each_dataset_in_its_site(
     isolated_env: Any, client: Any, cluster_catalog: dict[str, Path]
 ) -> None:
@@ -145,18 +89,17 @@ def test_cross_site_difference_loads_each_dataset_in_its_site(
     assert catalog_pools.pool_of(pred) == "ecmwf" and catalog_pools.pool_of(obs) == "eumetsat"
     diff = pred.air_pressure.mean("realization").isel(height=1) - obs.air_pressure
 
-    with get_task_stream(client) as stream:
+    with traffic(client) as report:
         result = diff.compute()
     xr.testing.assert_allclose(result, _expected(cluster_catalog), rtol=1e-6)
 
-    worker_site = catalog_pools.worker_sites(client)
-    loads = _load_task_sites(diff, stream.data)
-    seen = {site for _, site in loads}
-    assert seen == {"ecmwf", "eumetsat"}, f"load tasks found: {loads}"
-    key_worker = {str(r["key"]): r["worker"] for r in stream.data}
-    misplaced = [(k, s, worker_site.get(key_worker[k])) for k, s in loads
-                 if worker_site.get(key_worker[k]) != s]  # fmt: skip
-    assert not misplaced, f"load tasks run outside their site (key, site, ran in): {misplaced}"
+    # Reads recorded on the workers: each site read its own dataset and nothing
+    # else (isolation would turn a misplaced read into PermissionError anyway).
+    assert set(report.bytes_read_by_site) == {"ecmwf", "eumetsat"}
+    assert report.bytes_read_by_site["eumetsat"] == observations().air_pressure.nbytes
+    assert 0 < report.bytes_read_by_site["ecmwf"] <= predictions().air_pressure.nbytes
+    # only one 2-D field crosses: the smaller side of the join
+    assert report.cross_site_bytes == observations().air_pressure.nbytes
 
 
 def test_read_and_netcdf_on_the_cluster(
