@@ -44,7 +44,7 @@ SITES = {"ecmwf": 2, "eumetsat": 2}
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", default="demo", choices=["small", "demo", "seed"],
-                        help="data size: small (1.5 MiB of predictions, tests), demo (261 MiB, "
+                        help="data size: small (1.5 MiB of predictions, tests), demo (464 MiB, "
                              "default), seed (2.7 GiB, like the 2022 experiment)")  # fmt: skip
     parser.add_argument("--data", type=Path, default=None,
                         help="data root (default: $CATALOG_POOLS_DATA or <repo>/data)")

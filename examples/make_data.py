@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", choices=sorted(SCALES), default="demo",
-                        help="small: tests (1.5 MiB of predictions); demo: 261 MiB; "
+                        help="small: tests (1.5 MiB of predictions); demo: 464 MiB; "
                              "seed: 2.7 GiB, like the 2022 experiment")
     parser.add_argument("--root", default="data", help="data root (default: ./data)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
