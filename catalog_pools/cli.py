@@ -40,7 +40,7 @@ class Command:
 
 COMMANDS: dict[str, Command] = {}
 #: Modules imported before parsing, so that their commands register.
-COMMAND_MODULES: list[str] = ["catalog_pools.data", "catalog_pools.demo"]
+COMMAND_MODULES: list[str] = ["catalog_pools.data"]
 ENTRY_POINT_GROUP = "catalog_pools.commands"
 
 

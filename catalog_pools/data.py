@@ -454,3 +454,25 @@ def make_data(
     os.replace(tmp_manifest, root / MANIFEST)
     logger.info("wrote %s", ", ".join(str(p) for p in paths.values()))
     return paths
+
+
+def _register_cli() -> None:
+    from .cli import register_command
+
+    @register_command("make-data", "generate the synthetic ECMWF/EUMETSAT data (see examples/make_data.py)")
+    def setup(parser: Any) -> Any:
+        parser.add_argument("--scale", choices=sorted(SCALES), default="demo",
+                            help="small (tests), demo (default) or seed (2.7 GiB)")  # fmt: skip
+        parser.add_argument("--root", default="data", help="data root (default: ./data)")
+        parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+        parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+        def run(args: Any) -> int:
+            for name, path in make_data(args.root, args.scale, args.seed, not args.quiet).items():
+                print(f"{name:18s} {path}")
+            return 0
+
+        return run
+
+
+_register_cli()
