@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Hashable
 from typing import Any
 
@@ -58,6 +59,7 @@ class PoolsSchedulerPlugin(SchedulerPlugin):
 
     def __init__(self, check_interval: float = 0.25) -> None:
         self.check_interval = check_interval
+        self._co_assigned: dict[Hashable, str] = {}
         self.scheduler: Any = None
         self._callback: Any = None
 
@@ -75,6 +77,68 @@ class PoolsSchedulerPlugin(SchedulerPlugin):
 
     def update_graph(self, scheduler: Any, *, tasks: list[Hashable], **kwargs: Any) -> None:
         self._propagate_from_cluster(scheduler, tasks)
+        if dask.config.get("catalog_pools.co-assign", True):
+            self._co_assign_roots(scheduler, tasks)
+
+    def _co_assign_roots(self, scheduler: Any, keys: list[Hashable]) -> None:
+        """Give each worker of a site a contiguous block of the site's loads.
+
+        Distributed queues and co-assigns root tasks (neighbours in priority go
+        to the same worker, so a tree reduction combines mostly local pieces)
+        only for *unrestricted* tasks; pinned loads would be dealt round-robin
+        and their partial results shipped between the site's workers. This
+        restores the co-assignment within the site. The worker restriction is
+        dropped again if that worker leaves (:meth:`remove_worker`).
+        """
+        roots: dict[str, list[Any]] = defaultdict(list)
+        for key in keys:
+            ts = scheduler.tasks.get(key)
+            if ts is None or ts.dependencies or ts.worker_restrictions or ts.host_restrictions:
+                continue
+            site = _task_site(ts)
+            if site is not None and ts.resource_restrictions:
+                roots[site].append(ts)
+        for site, tasks in roots.items():
+            resource = resource_name(site)
+            workers = sorted(
+                (ws for ws in scheduler.running if resource in ws.resources),
+                key=lambda ws: ws.address,
+            )
+            if len(workers) < 2 or len(tasks) <= len(workers):
+                continue
+            tasks.sort(key=lambda ts: ts.priority or ())
+            threads = sum(ws.nthreads for ws in workers)
+            start = 0
+            for i, ws in enumerate(workers):
+                stop = len(tasks) if i == len(workers) - 1 else start + round(len(tasks) * ws.nthreads / threads)
+                for ts in tasks[start:stop]:
+                    ts.worker_restrictions = {ws.address}
+                    self._co_assigned[ts.key] = ws.address
+                start = stop
+
+    def remove_worker(self, scheduler: Any, worker: str, **kwargs: Any) -> None:
+        freed = [k for k, addr in self._co_assigned.items() if addr == worker]
+        recommendations: dict[Hashable, str] = {}
+        for key in freed:
+            del self._co_assigned[key]
+            ts = scheduler.tasks.get(key)
+            if ts is None:
+                continue
+            ts.worker_restrictions = set()
+            if ts.state == "no-worker":
+                recommendations[key] = "processing"
+        if recommendations:
+            logger.info("%d loads co-assigned to %s go to other workers of their site", len(recommendations), worker)
+            scheduler.transitions(recommendations, stimulus_id=f"catalog-pools-freed-{time.time()}")
+
+    def transition(self, key: Hashable, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        if key not in self._co_assigned or finish not in ("memory", "forgotten", "erred"):
+            return
+        del self._co_assigned[key]
+        ts = self.scheduler.tasks.get(key) if self.scheduler is not None else None
+        if ts is not None:
+            # placed: if its result is lost later, any worker of the site may redo it
+            ts.worker_restrictions = set()
 
     def _propagate_from_cluster(self, scheduler: Any, keys: list[Hashable]) -> None:
         new = {k: scheduler.tasks[k] for k in keys if k in scheduler.tasks}

@@ -237,3 +237,23 @@ def test_killed_worker_mid_compute_stays_in_site(tmp_path) -> None:
             assert result == 2 * np.arange(4000).sum()
             sites.update(worker_sites(client))
             assert {sites[r["worker"]] for r in stream.data} == {"ecmwf"}
+
+
+def test_site_loads_are_co_assigned_in_blocks(client) -> None:
+    """Neighbouring loads go to the same worker, so reductions combine locally."""
+    values = np.arange(32 * 500.0).reshape(32, 500)
+    with pool("ecmwf"):
+        x = da.from_array(values, chunks=(1, 500), name="loads") * 2
+    with get_task_stream(client) as stream:
+        total = x.sum(axis=0).compute()
+    np.testing.assert_array_equal(total, (values * 2).sum(axis=0))
+    sites = worker_sites(client)
+    blocks: dict[str, list[int]] = {}
+    for r in stream.data:  # per-chunk tasks (load, multiply and first sum, fused)
+        key = r["key"]
+        if isinstance(key, tuple) and len(key) == 3 and dask.utils.key_split(key[0]) == "sum":
+            blocks.setdefault(r["worker"], []).append(key[1])
+    assert {sites[w] for w in blocks} == {"ecmwf"} and len(blocks) == 2
+    for indices in blocks.values():  # each worker got one contiguous run of chunks
+        indices.sort()
+        assert indices == list(range(indices[0], indices[0] + len(indices))), blocks
