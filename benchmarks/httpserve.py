@@ -71,14 +71,57 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         f = self.send_head()
         if f:
             reader = self.headers.get(READER_HEADER, "client")
+            n = 0
             try:
-                n = 0
-                while chunk := f.read(256 * 1024):
-                    self.wfile.write(chunk)
-                    n += len(chunk)
+                n = self._send_body(f)
             finally:
                 f.close()
                 _tally(reader, n)
+
+    def _send_body(self, f: Any) -> int:
+        """Send the body with ``sendfile`` (no copy through Python); return bytes sent.
+
+        The headers (with ``Content-Length``) were already written unbuffered.
+        """
+        raw = f.f if isinstance(f, _Limited) else f
+        try:
+            raw.fileno()
+        except (AttributeError, OSError, ValueError):  # a directory listing (BytesIO)
+            n = 0
+            while chunk := f.read(256 * 1024):
+                self.wfile.write(chunk)
+                n += len(chunk)
+            return n
+        if isinstance(f, _Limited):
+            offset, count = raw.tell(), f.n
+        else:
+            offset, count = 0, os.fstat(raw.fileno()).st_size
+        sent = 0
+        while sent < count:
+            n = os.sendfile(self.connection.fileno(), raw.fileno(), offset + sent, count - sent)
+            if n == 0:  # file shrank under us: nothing more to send
+                break
+            sent += n
+        return sent
+
+    def send_error(self, code: int, message: str | None = None,
+                   explain: str | None = None) -> None:
+        """Like the base class, but a 404/416 keeps the connection open.
+
+        The base class always answers ``Connection: close``; zarr probes for
+        absent metadata files (``.zgroup``, ``.zmetadata``...) on every open, so
+        each open would otherwise pay a new TCP handshake (one more RTT) per probe.
+        """
+        if code not in (404, 416) or self.close_connection or not self.command:
+            super().send_error(code, message, explain)
+            return
+        body = f"{code} {message or ''}\n".encode()
+        self.send_response(code, message)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
     def send_head(self) -> Any:
         """Like the base class, plus ``Range: bytes=a-b`` on regular files."""
@@ -98,7 +141,7 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         if start >= size or end < start:
             self.send_error(416, "Requested Range Not Satisfiable")
             return None
-        f = open(path, "rb")  # noqa: SIM115 - closed by copyfile's caller
+        f = open(path, "rb")  # noqa: SIM115 - closed by do_GET
         f.seek(start)
         self.send_response(206)
         self.send_header("Content-Type", self.guess_type(path))

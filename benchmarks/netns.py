@@ -27,7 +27,8 @@ Layout (``DESIGN.md`` section 5)::
   process still inside one of our namespaces (by PID), then ``ip netns del``
   each namespace, then remove the root guard rule.
 
-Needs root and ``ip``/``iptables``/``tc``. Namespace names carry the creating
+Needs root and ``ip``/``tc`` (iproute2), ``iptables`` and ``sysctl`` (procps); see
+:func:`unavailable_reason`. Namespace names carry the creating
 PID (``cpn<pid>-<node>``) so leftovers of a killed run are recognised and
 removed by :func:`cleanup_stale`.
 """
@@ -57,6 +58,11 @@ _CMD_TIMEOUT = 30.0
 _NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,11}$")
 
 
+#: Commands run here (in the root namespace or through ``ip netns exec``) and their
+#: Debian packages.
+TOOLS = {"ip": "iproute2", "tc": "iproute2", "iptables": "iptables", "sysctl": "procps"}
+
+
 class NetnsUnavailable(RuntimeError):
     """Network namespaces cannot be used here (not root, or tools missing)."""
 
@@ -67,15 +73,21 @@ def unavailable_reason() -> str | None:
         return "network namespaces need Linux"
     if os.geteuid() != 0:
         return "needs root (ip netns, iptables, tc)"
-    for tool in ("ip", "iptables", "tc"):
-        if shutil.which(tool) is None:
-            return f"'{tool}' not found (apt-get install iproute2 iptables)"
-    try:
-        out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"'ip netns' unavailable: {exc}"
-    if out.returncode != 0:
-        return f"'ip netns' unavailable: {out.stderr.strip()}"
+    missing = [f"'{tool}' (Debian package {pkg})" for tool, pkg in TOOLS.items()
+               if shutil.which(tool) is None]
+    if missing:
+        pkgs = " ".join(sorted({TOOLS[t.split("'")[1]] for t in missing}))
+        return f"{', '.join(missing)} not found on PATH (apt-get install {pkgs})"
+    # Read-only probes: the kernel and our privileges must allow what setup does.
+    for argv in (["ip", "netns", "list"],
+                 ["iptables", "-w", "5", "-n", "-L", "OUTPUT"],
+                 ["iptables", "-w", "5", "-t", "mangle", "-n", "-L", "FORWARD"]):
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"'{' '.join(argv)}' failed: {exc}"
+        if out.returncode != 0:
+            return f"'{' '.join(argv)}' failed: {out.stderr.strip() or out.returncode}"
     return None
 
 

@@ -89,8 +89,8 @@ class Config:
     scale: str = "demo"
     data_root: str = "/tmp/catalog-pools-bench/data"
     workers_per_site: int = 2
-    repeats: int = 3
-    overhead_repeats: int = 5
+    repeats: int = 5
+    overhead_repeats: int = 7
     rate_mbit: float = 100.0
     rtt_ms: float = 30.0
     delay: bool = True
@@ -99,6 +99,7 @@ class Config:
     port: int = 8000
     out: str = str(RESULTS)
     workloads: list[str] = field(default_factory=lambda: ["join", "reduce"])
+    overhead: bool = True
     # Filled in by the orchestrator for the client side.
     urls: dict[str, str] = field(default_factory=dict)
     stats_urls: dict[str, str] = field(default_factory=dict)
@@ -237,6 +238,40 @@ def workload(pred: Any, obs: Any, kind: str = "join") -> Any:
     raise ValueError(f"unknown workload {kind!r}")
 
 
+def task_profile(tasks: list[dict[str, Any]], submit: float | None,
+                 done: float | None) -> dict[str, Any]:
+    """Where a run's compute time went, from dask's task stream.
+
+    ``to_first_task_s``: submit -> first task starts (graph to the scheduler,
+    optimization there, dispatch); ``after_last_task_s``: last task ends ->
+    result on the client; ``task_s``: summed task run time by task prefix
+    (a load task includes its HTTP read and decompression); ``transfer_s``:
+    summed worker-to-worker transfer time (dask's own records, overlapping).
+    """
+    from dask.utils import key_split
+
+    starts, stops = [], []
+    by_prefix: dict[str, float] = {}
+    transfer = 0.0
+    for rec in tasks:
+        for ss in rec.get("startstops", ()):
+            d = ss["stop"] - ss["start"]
+            if ss["action"] == "compute":
+                prefix = key_split(rec["key"])
+                by_prefix[prefix] = by_prefix.get(prefix, 0.0) + d
+                starts.append(ss["start"])
+                stops.append(ss["stop"])
+            elif ss["action"] == "transfer":
+                transfer += d
+    out: dict[str, Any] = {"tasks": len(tasks), "task_s": by_prefix,
+                           "task_s_total": sum(by_prefix.values()), "transfer_s": transfer}
+    if starts and submit is not None and done is not None:
+        out["to_first_task_s"] = min(starts) - submit
+        out["tasks_span_s"] = max(stops) - min(starts)
+        out["after_last_task_s"] = done - max(stops)
+    return out
+
+
 class Meter:
     """Cross-site bytes of one run: router counters (wan) and dask/HTTP records."""
 
@@ -276,6 +311,7 @@ class Meter:
             if self.router:
                 pairs = self.router.read()
         http = self.http_cross()
+        rec["profile"] = task_profile(t.tasks, rec.get("_submit_time"), rec.get("_done_time"))
         dask_pairs = {f"{s}>{d}": n for (s, d), n in t.by_site_pair.items() if s != d}
         rec["dask_by_pair"] = dask_pairs
         rec["http_cross_by_pair"] = http
@@ -305,10 +341,13 @@ def run_once(cfg: Config, client: Any, meter: Meter, pooled: bool,
         pred, obs = open_pair(cfg, pooled)
         expr = workload(pred, obs, kind)
         t1 = time.perf_counter()
+        rec["_submit_time"] = time.time()
         fut = client.compute(expr)
         result = fut.result(timeout=cfg.run_timeout)
+        rec["_done_time"] = time.time()
         t2 = time.perf_counter()
     del fut
+    rec.pop("_submit_time"), rec.pop("_done_time")
     rec["wall_s"] = t2 - t0
     rec["open_s"] = t1 - t0
     rec["compute_s"] = t2 - t1
@@ -434,7 +473,9 @@ def overhead(cfg: Config) -> dict[str, Any]:
 def client_side(cfg: Config) -> dict[str, Any]:
     """Everything the client does: comparison, then the no-WAN overhead section."""
     res = {"compare": compare(cfg)}
-    if cfg.deadline and time.time() > cfg.deadline - 45:
+    if not cfg.overhead:
+        res["overhead"] = {"skipped": "--no-overhead"}
+    elif cfg.deadline and time.time() > cfg.deadline - 45:
         res["overhead"] = {"skipped": "global deadline near"}
     else:
         res["overhead"] = overhead(cfg)
@@ -574,6 +615,10 @@ def write_catalog(cfg: Config) -> str | None:
 
 
 # ----------------------------------------------------------------------- report
+PROFILE_KEYS = ("to_first_task_s", "tasks_span_s", "after_last_task_s", "task_s_total",
+                "transfer_s")
+
+
 def _summarize_runs(rs: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"n": len(rs)}
     for key in ("wall_s", "compute_s", "open_s", "cross_site_bytes", "dask_view_bytes",
@@ -583,6 +628,10 @@ def _summarize_runs(rs: list[dict[str, Any]]) -> dict[str, Any]:
             out[f"{key}_median"] = statistics.median(vals)
             out[f"{key}_min"] = min(vals)
             out[f"{key}_max"] = max(vals)
+    for key in PROFILE_KEYS:
+        vals = [r["profile"][key] for r in rs if key in r.get("profile", {})]
+        if vals:
+            out[f"{key}_median"] = statistics.median(vals)
     return out
 
 
@@ -670,6 +719,16 @@ def write_report(cfg: Config, res: dict[str, Any], summary: dict[str, Any],
             f"**{w['speedup']:.2f}x** the wall time ({w['compute_speedup']:.2f}x compute only).",
             "",
         ]
+        if all("tasks_span_s_median" in x for x in (p, u)):
+            lines += ["Where the time goes (medians, seconds): open | submit → first task | "
+                      "first → last task | last task → result on client | summed task time | "
+                      "summed worker-to-worker transfer time:", ""]
+            for name, x in (("pooled", p), ("unpooled", u)):
+                lines.append(
+                    f"- {name}: {x['open_s_median']:.2f} | {x['to_first_task_s_median']:.2f} | "
+                    f"{x['tasks_span_s_median']:.2f} | {x['after_last_task_s_median']:.2f} | "
+                    f"{x['task_s_total_median']:.2f} | {x['transfer_s_median']:.2f}")
+            lines.append("")
         if "control_bytes_median" in p:
             lines += [f"Scheduler control traffic (not counted above): pooled "
                       f"{_fmt_bytes(p['control_bytes_median'])}, unpooled "
@@ -692,6 +751,9 @@ def write_report(cfg: Config, res: dict[str, Any], summary: dict[str, Any],
         lines += ["", "(`full`: `predictions.mean(\"realization\") - observations`, every "
                   "height.)", ""]
     lines += ["## Targets", ""]
+    if cfg.mode != "wan":
+        lines += ["The targets are set for the emulated WAN (`--mode wan`); on loopback there "
+                  "is no WAN to pay for, so the wall-time ratio is shown for reference only.", ""]
     lines += [f"- {'met' if ok else 'MISSED'}: {name}" for name, ok in summary["targets"].items()]
     lines += ["", f"Results agree between variants: {res['compare']['results_agree']}."]
     if "root_guard_packets" in res:
@@ -785,14 +847,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-root", default=None,
                     help="data directory (default /tmp/catalog-pools-bench/data-<scale>)")
     ap.add_argument("--workers-per-site", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--overhead-repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--overhead-repeats", type=int, default=7)
     ap.add_argument("--rate-mbit", type=float, default=100.0)
     ap.add_argument("--rtt-ms", type=float, default=30.0)
     ap.add_argument("--no-delay", action="store_true", help="no NFQUEUE delay (tbf only)")
     ap.add_argument("--timeout", type=float, default=570.0, help="global bound, seconds")
     ap.add_argument("--workloads", default="join,reduce",
                     help="comma-separated: join (the benchmark), reduce")
+    ap.add_argument("--no-overhead", action="store_true",
+                    help="skip the one-site pooled vs no-pools section")
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--child-out", help=argparse.SUPPRESS)
@@ -812,7 +876,8 @@ def main(argv: list[str] | None = None) -> int:
                  overhead_repeats=args.overhead_repeats, rate_mbit=args.rate_mbit,
                  rtt_ms=args.rtt_ms, delay=not args.no_delay, timeout=args.timeout,
                  out=args.out, deadline=start + args.timeout,
-                 workloads=[w for w in args.workloads.split(",") if w])
+                 workloads=[w for w in args.workloads.split(",") if w],
+                 overhead=not args.no_overhead)
     signal.signal(signal.SIGALRM, _on_alarm)
     signal.alarm(int(args.timeout) + 20)  # backstop; the deadline below is the bound
     if cfg.mode == "wan":

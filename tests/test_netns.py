@@ -1,6 +1,9 @@
 """Smoke test of the emulated-WAN namespaces (benchmarks/netns.py).
 
-Needs root and ``ip netns``; skipped with the reason otherwise. Everything runs
+Needs root, ``ip``/``tc`` (Debian iproute2), ``iptables`` (iptables) and
+``sysctl`` (procps) on PATH, and working ``ip netns``/``iptables``; skipped with the
+reason otherwise (see ``benchmarks.netns.unavailable_reason``). The NFQUEUE test
+also needs ``NetfilterQueue`` (extra ``wan``). Everything runs
 inside namespaces this test creates; the root namespace only runs ``ip``,
 ``iptables`` and ``tc`` and never sends to a site address (checked by the root
 guard counter). Takes a few seconds.
@@ -19,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import netns  # noqa: E402
 
-pytestmark = [pytest.mark.root, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.root, pytest.mark.timeout(30)]
 
 _REASON = netns.unavailable_reason()
 if _REASON:
