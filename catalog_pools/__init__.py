@@ -23,8 +23,8 @@ from .install import (  # noqa: E402
     install,
     use_pooled_optimizers,
 )
-from .plugin import SiteUnavailableError  # noqa: E402
 from .lookup import load_from_catalog  # noqa: E402
+from .plugin import SiteUnavailableError  # noqa: E402
 from .pools import QueryPlanningError, current_pool, pool, pool_of, pools_in  # noqa: E402
 from .propagation import propagate_pools  # noqa: E402
 from .sites import resource_name, validate_site, worker_command, worker_sites  # noqa: E402

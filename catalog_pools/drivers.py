@@ -28,7 +28,13 @@ from intake.source.base import DataSource, Schema
 
 from .catalog_errors import CatalogError
 from .opening import OPEN_ON_CHOICES, open_on_policy, open_pinned
-from .site_resolution import UNSET, SiteDecision, catalog_file, entry_label, resolve_site
+from .site_resolution import (
+    UNSET,
+    SiteDecision,
+    catalog_file,
+    entry_label,
+    resolve_site,
+)
 from .urls import has_protocol, local_path, normalized_url
 
 logger = logging.getLogger(__name__)

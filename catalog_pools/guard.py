@@ -62,7 +62,7 @@ class _Sealed:
 def run_in_site(site: str, sealed: _Sealed, *values: Any) -> Any:
     """Check the site, then run the sealed task on its dependencies' values."""
     check_site(site)
-    return sealed.task(dict(zip(sealed.keys, values)))
+    return sealed.task(dict(zip(sealed.keys, values, strict=True)))
 
 
 def guard_task(task: Any, site: str) -> Any:

@@ -160,7 +160,7 @@ def make_site_dir(root: str | os.PathLike[str], site: str, user: str) -> Path:
     return path
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def isolation_available(site: str = "probe") -> tuple[bool, str]:
     """Whether per-site Unix users can isolate site data on this machine.
 

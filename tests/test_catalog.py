@@ -228,7 +228,7 @@ def test_intake_xarray_drivers_are_broken_and_replaced(tmp_path: Path) -> None:
         """)
     plain = intake.open_catalog(str(path))
     # If these start failing, intake-xarray was fixed: the workaround may go.
-    with pytest.raises(Exception):  # netCDF4 forced through engine="scipy"
+    with pytest.raises(TypeError):  # netCDF4 forced through engine="scipy"
         plain.nc.to_dask()
     assert not hasattr(plain.zarr, "metadata")
     with warnings.catch_warnings():

@@ -9,7 +9,14 @@ from pathlib import Path
 import dask
 import pytest
 import xarray as xr
-from catalog_data import http_server, observations, predictions, write, write_catalog, write_site_data
+from catalog_data import (
+    http_server,
+    observations,
+    predictions,
+    write,
+    write_catalog,
+    write_site_data,
+)
 
 import catalog_pools
 from catalog_pools.catalog_errors import CatalogError, UnknownPathError

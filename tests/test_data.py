@@ -12,7 +12,12 @@ import pytest
 import xarray as xr
 
 from catalog_pools import data
-from catalog_pools.data import HEIGHTS, N_REALIZATIONS, OBSERVATION_HEIGHT_INDEX, make_data
+from catalog_pools.data import (
+    HEIGHTS,
+    N_REALIZATIONS,
+    OBSERVATION_HEIGHT_INDEX,
+    make_data,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -13,8 +13,8 @@ import xarray as xr
 from distributed import Client, get_task_stream
 
 import catalog_pools
-from catalog_pools.traffic import traffic
 from catalog_pools import ForeignSiteError, SiteUnavailableError, pool, worker_sites
+from catalog_pools.traffic import traffic
 
 LAT, LON = 24, 36
 
