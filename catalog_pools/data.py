@@ -265,7 +265,7 @@ def _template(kind: str, g: Grid, seed: int) -> Any:
 
     coords = _coords(g)
     if kind == "predictions":
-        dims = ("realization", "height", "latitude", "longitude")
+        dims: tuple[str, ...] = ("realization", "height", "latitude", "longitude")
         data = da.zeros(g.prediction_shape, chunks=g.prediction_chunks, dtype="float32")
         use = coords
     else:

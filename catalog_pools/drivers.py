@@ -348,8 +348,8 @@ class SiteNetCDFSource(SiteXarraySource):
                 xarray_kwargs = {"engine": "h5netcdf", **xarray_kwargs,
                                  "storage_options": storage_options}  # fmt: skip
             return xr.open_mfdataset(paths, chunks=chunks, **xarray_kwargs)
-        if local_path(urlpath) is not None:
-            return xr.open_dataset(local_path(urlpath), chunks=chunks, **xarray_kwargs)
+        if (path := local_path(urlpath)) is not None:
+            return xr.open_dataset(path, chunks=chunks, **xarray_kwargs)
         import fsspec
 
         with fsspec.open(urlpath, "rb", **storage_options) as f:

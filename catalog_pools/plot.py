@@ -134,7 +134,7 @@ def _timeline_panel(ax: Any, t: Traffic, colours: dict[str, str]) -> None:
         span = max(ends) - t0
         ax.set_xlim(-0.02 * span, 1.05 * span)
     for rec in t.tasks:
-        lane = index.get(rec.get("worker"))
+        lane = index.get(str(rec.get("worker")))
         if lane is None:
             continue
         site = t.task_sites.get(rec["key"], NO_SITE)

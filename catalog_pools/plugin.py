@@ -75,7 +75,10 @@ class PoolsSchedulerPlugin(SchedulerPlugin):
         if self._callback is not None:
             self._callback.stop()
 
-    def update_graph(self, scheduler: Any, *, tasks: list[Hashable], **kwargs: Any) -> None:
+    def update_graph(  # type: ignore[override]
+        self, scheduler: Any, *, tasks: list[Hashable], **kwargs: Any
+    ) -> None:
+        # Only ``tasks`` is needed; the other keywords of the hook are accepted via kwargs.
         self._propagate_from_cluster(scheduler, tasks)
         if dask.config.get("catalog_pools.co-assign", True):
             self._co_assign_roots(scheduler, tasks)

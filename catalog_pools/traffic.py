@@ -280,7 +280,7 @@ def _mark(count_reads: bool, dask_worker: Any) -> dict[str, Any]:
 
 def _since(log: Any, mark: tuple[Any, ...] | None) -> tuple[list[dict[str, Any]], bool]:
     """Entries newer than ``mark``, and whether some may have been dropped."""
-    new = []
+    new: list[dict[str, Any]] = []
     for entry in reversed(log):
         if mark is not None and _signature(entry) == mark:
             return new[::-1], False
