@@ -847,7 +847,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-root", default=None,
                     help="data directory (default /tmp/catalog-pools-bench/data-<scale>)")
     ap.add_argument("--workers-per-site", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--overhead-repeats", type=int, default=7)
     ap.add_argument("--rate-mbit", type=float, default=100.0)
     ap.add_argument("--rtt-ms", type=float, default=30.0)
