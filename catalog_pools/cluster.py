@@ -27,7 +27,6 @@ import os
 import pwd
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
@@ -43,7 +42,7 @@ from distributed import Security
 from distributed.core import rpc
 from distributed.deploy.spec import ProcessInterface, SpecCluster
 
-from .isolation import _untraversable_ancestor
+from .isolation import open_to_site_users
 from .sites import resource_name, sites_of_resources, validate_site
 
 logger = logging.getLogger(__name__)
@@ -566,15 +565,8 @@ class LocalSitesCluster(SpecCluster):
         (d / "logs").mkdir(exist_ok=True)
         (d / "workers").mkdir(exist_ok=True)
         if self.users:
-            for p in (d, d / "workers"):
-                p.chmod(p.stat().st_mode | stat.S_IXOTH | stat.S_IXGRP)
-            blocked = _untraversable_ancestor(d)
-            if blocked is not None:
-                raise PermissionError(
-                    f"site users cannot enter {blocked} (mode "
-                    f"{stat.S_IMODE(blocked.stat().st_mode):o}), so their workers could not "
-                    f"use {d}; pass a local_directory under /tmp"
-                )
+            open_to_site_users(d, f"use {d} as their workers' local_directory")
+            open_to_site_users(d / "workers", f"use {d / 'workers'}")
 
         tls: dict[str, str] | None = None
         sec: Security

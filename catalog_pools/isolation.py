@@ -115,6 +115,32 @@ def _untraversable_ancestor(path: Path) -> Path | None:
     return None
 
 
+def open_to_site_users(path: Path, purpose: str) -> None:
+    """Let other users enter ``path`` (``g+x``, ``o+x``), or say what blocks them.
+
+    Parameters
+    ----------
+    path
+        An existing directory.
+    purpose
+        What the site users need it for, for the error message.
+
+    Raises
+    ------
+    PermissionError
+        If an ancestor of ``path`` cannot be entered by other users (for example
+        ``/root`` or pytest's ``/tmp/pytest-of-root``, both mode 700).
+    """
+    path.chmod(path.stat().st_mode | stat.S_IXOTH | stat.S_IXGRP)
+    blocked = _untraversable_ancestor(path)
+    if blocked is not None:
+        raise PermissionError(
+            f"{blocked} is not enterable by other users (mode "
+            f"{stat.S_IMODE(blocked.stat().st_mode):o}), so site users cannot enter it "
+            f"to {purpose}; use a directory under /tmp"
+        )
+
+
 def make_site_dir(root: str | os.PathLike[str], site: str, user: str) -> Path:
     """Create ``root/site`` as a mode-0700 directory owned by ``user``.
 
@@ -144,15 +170,8 @@ def make_site_dir(root: str | os.PathLike[str], site: str, user: str) -> Path:
     """
     root_path = Path(root)
     root_path.mkdir(parents=True, exist_ok=True)
-    root_path.chmod(root_path.stat().st_mode | stat.S_IXOTH | stat.S_IXGRP)
-    blocked = _untraversable_ancestor(root_path)
-    if blocked is not None:
-        raise PermissionError(
-            f"{blocked} is not enterable by other users (mode "
-            f"{stat.S_IMODE(blocked.stat().st_mode):o}): site user {user!r} could not "
-            f"reach {root_path / validate_site(site)}; use a directory under /tmp"
-        )
     path = root_path / validate_site(site)
+    open_to_site_users(root_path, f"reach {path} (site user {user!r})")
     path.mkdir(exist_ok=True)
     pw = pwd.getpwnam(user)
     os.chown(path, pw.pw_uid, pw.pw_gid)
