@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+#: The repository's example catalogs.
+CATALOGS = Path(__file__).resolve().parents[1] / "catalogs"
 LAT = np.linspace(-60.0, 60.0, 8)
 LON = np.linspace(0.0, 300.0, 6)
 SHAPE = (3, 4, LAT.size, LON.size)  # realization, height, latitude, longitude

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import xarray as xr
 from catalog_data import (
+    CATALOGS,
     http_server,
     moto_python,
     moto_s3,
@@ -25,8 +26,6 @@ import catalog_pools
 from catalog_pools.catalog import PooledSource, SiteCatalog, open_catalog
 from catalog_pools.catalog_errors import CatalogError
 from catalog_pools.drivers import SiteNetCDFSource, SiteZarrSource
-
-CATALOGS = Path(__file__).resolve().parents[1] / "catalogs"
 
 
 @pytest.fixture(scope="module")

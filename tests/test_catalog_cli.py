@@ -7,11 +7,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from catalog_data import predictions, write, write_catalog, write_site_data
+from catalog_data import CATALOGS, predictions, write, write_catalog, write_site_data
 
 from catalog_pools import cli
-
-CATALOGS = Path(__file__).resolve().parents[1] / "catalogs"
 
 
 def test_check_example_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -10,6 +10,7 @@ import dask
 import pytest
 import xarray as xr
 from catalog_data import (
+    CATALOGS,
     http_server,
     observations,
     predictions,
@@ -22,8 +23,6 @@ import catalog_pools
 from catalog_pools.catalog_errors import CatalogError, UnknownPathError
 from catalog_pools.lookup import load_from_catalog
 from catalog_pools.urls import normalize, normalized_url
-
-CATALOGS = Path(__file__).resolve().parents[1] / "catalogs"
 
 
 @pytest.fixture
