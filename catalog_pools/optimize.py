@@ -14,7 +14,7 @@ import logging
 import math
 import pydoc
 from collections import defaultdict
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Mapping
 from typing import Any, Literal
 
 import dask
@@ -70,11 +70,13 @@ def _chunk_nbytes(key: Any, name: str, chunks: Any, itemsize: int) -> float | No
     return None if n != n else float(n * itemsize)  # NaN: unknown chunk sizes
 
 
-def _read_layers(hlg: Any) -> tuple[dict[Hashable, dict[str, Any]], dict[Hashable, float]]:
-    """Per-key annotations and per-key output size estimates from an HLG."""
+def _read_layers(
+    layers: Mapping[str, Any],
+) -> tuple[dict[Hashable, dict[str, Any]], dict[Hashable, float]]:
+    """Per-key annotations and per-key output size estimates from HLG layers."""
     annotations: dict[Hashable, dict[str, Any]] = {}
     sizes: dict[Hashable, float] = {}
-    for name, layer in hlg.layers.items():
+    for name, layer in layers.items():
         ann = layer.annotations or {}
         meta = layer.collection_annotations or {}
         chunks, dtype = meta.get("chunks"), meta.get("dtype")
@@ -192,17 +194,20 @@ def optimize_pooled(
     from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
     from dask.utils import ensure_dict
 
-    _, sizes = _read_layers(hlg)
+    # Spreading copies layers with their collection metadata, so one pass
+    # reads both the pins and the chunk sizes.
     hlg = _spread_layer_pins(hlg)
-    annotations, _ = _read_layers(hlg)
+    annotations, sizes = _read_layers(hlg.layers)
     if kind == "array":
         from dask.blockwise import fuse_roots, optimize_blockwise
 
         # Layers annotated with ``pool`` only fuse with identically annotated
         # layers (``dask.blockwise._can_fuse_annotations``), so no task mixes sites.
+        unfused = hlg.layers
         hlg = optimize_blockwise(hlg, keys=keys)
         hlg = fuse_roots(hlg, keys=keys)
-        annotations.update(_read_layers(hlg)[0])
+        fused = {n: layer for n, layer in hlg.layers.items() if unfused.get(n) is not layer}
+        annotations.update(_read_layers(fused)[0])
     hlg = hlg.cull(set(keys))
     graph = convert_legacy_graph(ensure_dict(hlg))
 
@@ -351,9 +356,3 @@ def optimizers() -> dict[str, PoolOptimizer]:
     """The config entries that install the pooled optimizers."""
     return {"array_optimize": PoolOptimizer("array"), "delayed_optimize": PoolOptimizer("delayed")}
 
-
-def iter_pinned(annotations: Mapping[str, Mapping[Hashable, Any]]) -> Iterable[tuple[Hashable, str]]:
-    """(key, site) pairs from an ``__dask_annotations__()``-style mapping."""
-    for key, value in (annotations.get(ANNOTATION) or {}).items():
-        if value is not None:
-            yield key, value

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Collection, Hashable, Iterable, Mapping
+from collections.abc import Collection, Hashable, Mapping
 
 logger = logging.getLogger(__name__)
 
@@ -111,9 +111,3 @@ def assign_sites(
             sites[key] = users.pop()  # type: ignore[assignment]
     return sites
 
-
-def sites_used(assigned: Mapping[Key, str], keys: Iterable[Key] | None = None) -> set[str]:
-    """Set of sites among ``assigned`` (optionally restricted to ``keys``)."""
-    if keys is None:
-        return set(assigned.values())
-    return {assigned[k] for k in keys if k in assigned}

@@ -7,7 +7,6 @@ from types import TracebackType
 import dask
 
 from .install import install_on_default_client, use_pooled_optimizers
-from .optimize import activate
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +31,6 @@ class propagate_pools:  # noqa: N801 - lower case, as in the 2022 API
     """
 
     def __init__(self, enabled: bool = True) -> None:
-        activate()
         use_pooled_optimizers()
         install_on_default_client()
         self._previous = dask.config.get("catalog_pools.propagate", True)
