@@ -162,12 +162,19 @@ def _surface_pressure(g: Grid, seed: int) -> np.ndarray:
     return 101325.0 + zonal[:, None] + _smooth_field(g, _rng(seed, 0), 6, 2000.0)
 
 
-def _member_value(g: Grid, seed: int, base: np.ndarray, r: int, height_index: int) -> np.ndarray:
+def _member_state(g: Grid, seed: int, base: np.ndarray, r: int) -> tuple[np.ndarray, float]:
+    """Member ``r``'s pressure field at the ground and its scale height (m)."""
     member = _rng(seed, 1, r)
     scale_height = 8000.0 + member.uniform(-150.0, 150.0)
-    perturbation = _smooth_field(g, member, 4, 250.0)
+    return base + _smooth_field(g, member, 4, 250.0), scale_height
+
+
+def _member_value(
+    g: Grid, seed: int, state: tuple[np.ndarray, float], r: int, height_index: int
+) -> np.ndarray:
+    ground, scale_height = state
     noise = _rng(seed, 2, height_index, r).normal(0.0, 5.0, size=(g.nlat, g.nlon))
-    return (base + perturbation) * math.exp(-HEIGHTS[height_index] / scale_height) + noise
+    return ground * math.exp(-HEIGHTS[height_index] / scale_height) + noise
 
 
 def prediction_slab(g: Grid, seed: int, height_index: int) -> np.ndarray:
@@ -185,7 +192,7 @@ def prediction_slab(g: Grid, seed: int, height_index: int) -> np.ndarray:
     base = _surface_pressure(g, seed)
     slab = np.empty((N_REALIZATIONS, g.nlat, g.nlon), dtype="float32")
     for r in range(N_REALIZATIONS):
-        slab[r] = _member_value(g, seed, base, r, height_index)
+        slab[r] = _member_value(g, seed, _member_state(g, seed, base, r), r, height_index)
     return slab
 
 
@@ -196,8 +203,9 @@ def prediction_member(g: Grid, seed: int, realization: int) -> np.ndarray:
     """
     base = _surface_pressure(g, seed)
     member = np.empty((len(HEIGHTS), g.nlat, g.nlon), dtype="float32")
+    state = _member_state(g, seed, base, realization)  # once per member, not per height
     for h in range(len(HEIGHTS)):
-        member[h] = _member_value(g, seed, base, realization, h)
+        member[h] = _member_value(g, seed, state, realization, h)
     return member
 
 
