@@ -14,6 +14,7 @@ Prints ``ready`` on stdout once bound; exits by itself after ``--max-seconds``
 Usage: ``python -m benchmarks.delay --delay-ms 15 --max-seconds 600``.
 Needs ``pip install NetfilterQueue`` (extra ``wan``) and ``libnetfilter-queue``.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -15,6 +15,7 @@ Prints ``ready <host>:<port>`` on stdout once listening.
 
 Usage: ``python -m benchmarks.httpserve --dir DATA --bind 10.250.1.2 --port 8000``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,7 +53,7 @@ class Handler(http.server.SimpleHTTPRequestHandler):
     # delayed ACK stall every small response on a kept-alive connection ~40 ms.
     disable_nagle_algorithm = True
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         """Silence per-request logs."""
 
     def do_GET(self) -> None:
@@ -104,8 +105,7 @@ class Handler(http.server.SimpleHTTPRequestHandler):
             sent += n
         return sent
 
-    def send_error(self, code: int, message: str | None = None,
-                   explain: str | None = None) -> None:
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Like the base class, but a 404/416 keeps the connection open.
 
         The base class always answers ``Connection: close``; zarr probes for

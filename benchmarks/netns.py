@@ -32,6 +32,7 @@ Needs root and ``ip``/``tc`` (iproute2), ``iptables`` and ``sysctl`` (procps); s
 PID (``cpn<pid>-<node>``) so leftovers of a killed run are recognised and
 removed by :func:`cleanup_stale`.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -73,15 +74,18 @@ def unavailable_reason() -> str | None:
         return "network namespaces need Linux"
     if os.geteuid() != 0:
         return "needs root (ip netns, iptables, tc)"
-    missing = [f"'{tool}' (Debian package {pkg})" for tool, pkg in TOOLS.items()
-               if shutil.which(tool) is None]
+    missing = [
+        f"'{tool}' (Debian package {pkg})" for tool, pkg in TOOLS.items() if shutil.which(tool) is None
+    ]
     if missing:
         pkgs = " ".join(sorted({TOOLS[t.split("'")[1]] for t in missing}))
         return f"{', '.join(missing)} not found on PATH (apt-get install {pkgs})"
     # Read-only probes: the kernel and our privileges must allow what setup does.
-    for argv in (["ip", "netns", "list"],
-                 ["iptables", "-w", "5", "-n", "-L", "OUTPUT"],
-                 ["iptables", "-w", "5", "-t", "mangle", "-n", "-L", "FORWARD"]):
+    for argv in (
+        ["ip", "netns", "list"],
+        ["iptables", "-w", "5", "-n", "-L", "OUTPUT"],
+        ["iptables", "-w", "5", "-t", "mangle", "-n", "-L", "FORWARD"],
+    ):
         try:
             out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -99,9 +103,7 @@ def run(argv: Sequence[str], check: bool = True, timeout: float = _CMD_TIMEOUT) 
     logger.debug("$ %s", " ".join(argv))
     proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
-        raise RuntimeError(
-            f"command failed ({proc.returncode}): {' '.join(argv)}\n{proc.stderr.strip()}"
-        )
+        raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(argv)}\n{proc.stderr.strip()}")
     return proc.stdout
 
 
@@ -334,10 +336,24 @@ class Topology:
             for n in self.node.values():
                 plen = n.subnet.prefixlen
                 # Created in the router namespace, peer moved straight into the node's.
-                run(["ip", "-n", self.router_ns, "link", "add", n.router_dev, "type", "veth",
-                     "peer", "name", n.dev, "netns", n.ns])
-                run(["ip", "-n", self.router_ns, "addr", "add", f"{n.router_ip}/{plen}",
-                     "dev", n.router_dev])
+                run(
+                    [
+                        "ip",
+                        "-n",
+                        self.router_ns,
+                        "link",
+                        "add",
+                        n.router_dev,
+                        "type",
+                        "veth",
+                        "peer",
+                        "name",
+                        n.dev,
+                        "netns",
+                        n.ns,
+                    ]
+                )
+                run(["ip", "-n", self.router_ns, "addr", "add", f"{n.router_ip}/{plen}", "dev", n.router_dev])
                 run(["ip", "-n", n.ns, "addr", "add", f"{n.ip}/{plen}", "dev", n.dev])
                 run(["ip", "-n", self.router_ns, "link", "set", n.router_dev, "up"])
                 run(["ip", "-n", n.ns, "link", "set", n.dev, "up"])
@@ -377,8 +393,22 @@ class Topology:
             for b in self.node.values():
                 if a is b:
                     continue
-                self.iptables(["-t", "mangle", "-A", "FORWARD", "-s", str(a.subnet), "-d",
-                               str(b.subnet), "-m", "comment", "--comment", f"{a.name}>{b.name}"])
+                self.iptables(
+                    [
+                        "-t",
+                        "mangle",
+                        "-A",
+                        "FORWARD",
+                        "-s",
+                        str(a.subnet),
+                        "-d",
+                        str(b.subnet),
+                        "-m",
+                        "comment",
+                        "--comment",
+                        f"{a.name}>{b.name}",
+                    ]
+                )
         # Catch-all: anything forwarded that no pair rule matched (should stay 0).
         self.iptables(["-t", "mangle", "-A", "FORWARD", "-m", "comment", "--comment", "total"])
 
@@ -414,8 +444,27 @@ class Topology:
         """``tbf`` at ``rate_mbit`` on both ends of every link."""
         for n in self.node.values():
             for ns, dev in ((self.router_ns, n.router_dev), (n.ns, n.dev)):
-                run(["ip", "netns", "exec", ns, "tc", "qdisc", "replace", "dev", dev, "root",
-                     "tbf", "rate", f"{rate_mbit}mbit", "burst", burst, "latency", latency])
+                run(
+                    [
+                        "ip",
+                        "netns",
+                        "exec",
+                        ns,
+                        "tc",
+                        "qdisc",
+                        "replace",
+                        "dev",
+                        dev,
+                        "root",
+                        "tbf",
+                        "rate",
+                        f"{rate_mbit}mbit",
+                        "burst",
+                        burst,
+                        "latency",
+                        latency,
+                    ]
+                )
         logger.info("tbf %s Mbit/s on both ends of %d links", rate_mbit, len(self.node))
 
     def start_delay(self, one_way_ms: float, max_seconds: float, queue: int = 0) -> subprocess.Popen[Any]:
@@ -427,8 +476,17 @@ class Topology:
         the program is not running.
         """
         proc = self.popen_router(
-            [sys.executable, "-m", "benchmarks.delay", "--queue", str(queue), "--delay-ms",
-             str(one_way_ms), "--max-seconds", str(max_seconds)],
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.delay",
+                "--queue",
+                str(queue),
+                "--delay-ms",
+                str(one_way_ms),
+                "--max-seconds",
+                str(max_seconds),
+            ],
             stdout=subprocess.PIPE,
             cwd=str(Path(__file__).resolve().parent.parent),
         )
@@ -436,8 +494,7 @@ class Topology:
         line = proc.stdout.readline().decode().strip()
         if line != "ready":
             raise RuntimeError(f"delay program did not start (said {line!r}, rc={proc.poll()})")
-        self.iptables(["-A", "FORWARD", "-j", "NFQUEUE", "--queue-num", str(queue),
-                       "--queue-bypass"])
+        self.iptables(["-A", "FORWARD", "-j", "NFQUEUE", "--queue-num", str(queue), "--queue-bypass"])
         logger.info("NFQUEUE delay %.1f ms one way (pid %d)", one_way_ms, proc.pid)
         return proc
 
@@ -459,8 +516,7 @@ class Topology:
         logger.debug("started pid %d: %s", proc.pid, " ".join([*prefix, *argv]))
         return proc
 
-    def exec(self, node: str, argv: Sequence[str], timeout: float = _CMD_TIMEOUT,
-             check: bool = True) -> str:
+    def exec(self, node: str, argv: Sequence[str], timeout: float = _CMD_TIMEOUT, check: bool = True) -> str:
         """Run a short command inside node ``node``'s namespace; return stdout."""
         return run([*self.node[node].prefix, *argv], check=check, timeout=timeout)
 
@@ -531,8 +587,7 @@ class Topology:
         return {
             "router": self.router_ns,
             "supernet": str(self.supernet),
-            "nodes": {n.name: {"ns": n.ns, "ip": n.ip, "subnet": str(n.subnet)}
-                      for n in self.node.values()},
+            "nodes": {n.name: {"ns": n.ns, "ip": n.ip, "subnet": str(n.subnet)} for n in self.node.values()},
         }
 
 

@@ -3,10 +3,10 @@
 Splits the cost in three so it can be traced to a function:
 
 1. ``optimizer``: time of the graph optimizer itself, in this process, on the
-   real graphs (``catalog_pools.optimize.PoolOptimizer`` vs dask's
+   real graphs (``catalog_pools.engine.optimize.PoolOptimizer`` vs dask's
    ``dask.array.optimization.optimize``). On a cluster it runs on the scheduler
    once per ``compute``.
-2. ``guard``: time of one ``catalog_pools.guard.run_in_site`` call around a
+2. ``guard``: time of one ``catalog_pools.engine.guard.run_in_site`` call around a
    no-op task, measured inside a worker (``client.run``), vs calling the task
    directly.
 3. ``end to end``: wall time of ``compute`` on a one-site cluster (loopback,
@@ -25,6 +25,7 @@ Run from the repository root (data generated if missing, same root as ``wan.py``
 
 Prints a table and writes ``benchmarks/results/overhead-<scale>.json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,7 +74,7 @@ def time_optimizer(kind: str, root: Path, n_tiny: int, repeats: int) -> dict[str
     import dask.array.optimization as dao
     from dask.core import flatten
 
-    from catalog_pools.optimize import PoolOptimizer
+    from catalog_pools.engine.optimize import PoolOptimizer
 
     out: dict[str, Any] = {}
     for pooled in (True, False):
@@ -88,8 +89,7 @@ def time_optimizer(kind: str, root: Path, n_tiny: int, repeats: int) -> dict[str
             g = fn(hlg, keys)
             times.append(time.perf_counter() - t0)
             ntasks = len(dict(g)) if not hasattr(g, "layers") else sum(len(la) for la in g.layers.values())
-        out["pooled" if pooled else "no_pools"] = {"median_s": statistics.median(times),
-                                                  "tasks": ntasks}
+        out["pooled" if pooled else "no_pools"] = {"median_s": statistics.median(times), "tasks": ntasks}
     return out
 
 
@@ -97,7 +97,7 @@ def _guard_probe(n: int) -> dict[str, float]:
     """Runs on a worker: seconds per call, guarded vs direct, of a no-op task."""
     from dask._task_spec import Task
 
-    from catalog_pools.guard import guard_task
+    from catalog_pools.engine.guard import guard_task
 
     task = Task("k", int, 1)
     guarded = guard_task(task, SITE)
@@ -145,14 +145,19 @@ def main(argv: list[str] | None = None) -> int:
 
     from benchmarks.wan import _without_pool_optimizers, machine_info
     from catalog_pools.cluster import LocalSitesCluster
-    from catalog_pools.data import make_data
+    from catalog_pools.datagen.synthetic import make_data
 
     root = Path(args.data_root or f"/tmp/catalog-pools-bench/data-{args.scale}")
     make_data(root, scale=args.scale, progress=False)
     kinds = [k for k in args.kinds.split(",") if k]
-    res: dict[str, Any] = {"machine": machine_info(), "workers": args.workers,
-                           "repeats": args.repeats, "tiny_tasks": args.tiny_tasks,
-                           "optimizer": {}, "end_to_end": {}}
+    res: dict[str, Any] = {
+        "machine": machine_info(),
+        "workers": args.workers,
+        "repeats": args.repeats,
+        "tiny_tasks": args.tiny_tasks,
+        "optimizer": {},
+        "end_to_end": {},
+    }
     for kind in kinds:
         res["optimizer"][kind] = time_optimizer(kind, root, args.tiny_tasks, 5)
 
@@ -180,8 +185,12 @@ def main(argv: list[str] | None = None) -> int:
         t["pooled" if pooled else "no_pools"].append((n, b, by_prefix))
         return dt
 
-    with LocalSitesCluster({SITE: args.workers}, threads_per_worker=1, memory_limit="3GiB",
-                           host="127.0.0.1") as cluster, Client(cluster) as client:
+    with (
+        LocalSitesCluster(
+            {SITE: args.workers}, threads_per_worker=1, memory_limit="3GiB", host="127.0.0.1"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         guard = client.run(_guard_probe, 20000)
         res["guard"] = {
             "direct_us": 1e6 * statistics.median(g["direct"] for g in guard.values()),
@@ -192,24 +201,31 @@ def main(argv: list[str] | None = None) -> int:
             job(kind, False, client)  # warm-up
             times: dict[str, list[float]] = {"pooled": [], "no_pools": []}
             for rep in range(args.repeats):
-                for pooled in ((True, False) if rep % 2 == 0 else (False, True)):
+                for pooled in (True, False) if rep % 2 == 0 else (False, True):
                     times["pooled" if pooled else "no_pools"].append(job(kind, pooled, client))
             for v in ("pooled", "no_pools"):
                 transfers[kind][v] = transfers[kind][v][1:]  # drop the warm-up
             p, n = statistics.median(times["pooled"]), statistics.median(times["no_pools"])
             ntasks = res["optimizer"][kind]["pooled"]["tasks"]
             res["end_to_end"][kind] = {
-                "times": times, "pooled_s": p, "no_pools_s": n, "slowdown": p / n - 1,
+                "times": times,
+                "pooled_s": p,
+                "no_pools_s": n,
+                "slowdown": p / n - 1,
                 "pooled_iqr": _quartiles(times["pooled"]),
                 "no_pools_iqr": _quartiles(times["no_pools"]),
-                "tasks": ntasks, "ms_per_task": 1000 * (p - n) / ntasks,
-                "transfers": {v: {"keys_median": statistics.median(x[0] for x in transfers[kind][v]),
-                                  "bytes_median": statistics.median(x[1] for x in transfers[kind][v]),
-                                  "runs": transfers[kind][v]}
-                              for v in ("pooled", "no_pools")},
+                "tasks": ntasks,
+                "ms_per_task": 1000 * (p - n) / ntasks,
+                "transfers": {
+                    v: {
+                        "keys_median": statistics.median(x[0] for x in transfers[kind][v]),
+                        "bytes_median": statistics.median(x[1] for x in transfers[kind][v]),
+                        "runs": transfers[kind][v],
+                    }
+                    for v in ("pooled", "no_pools")
+                },
             }
-            logger.info("%s: pooled %.3f s, no pools %.3f s (%+.1f%%)", kind, p, n,
-                        100 * (p / n - 1))
+            logger.info("%s: pooled %.3f s, no pools %.3f s (%+.1f%%)", kind, p, n, 100 * (p / n - 1))
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -217,35 +233,56 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(json.dumps(res, indent=2, default=str) + "\n")
     g = res["guard"]
     lines: list[str] = []
-    lines.append(f"\nOne site, {args.workers} single-threaded workers, loopback, local zarr "
-          f"({args.scale}); medians of {args.repeats} alternating runs, [quartiles].\n")
-    lines.append("| workload | tasks | pooled (s) | no pools (s) | pooled slower by | "
-          "(pooled - no pools) / tasks | optimizer pooled / dask (ms) | "
-          "worker-to-worker transfers pooled / no pools |")
+    lines.append(
+        f"\nOne site, {args.workers} single-threaded workers, loopback, local zarr "
+        f"({args.scale}); medians of {args.repeats} alternating runs, [quartiles].\n"
+    )
+    lines.append(
+        "| workload | tasks | pooled (s) | no pools (s) | pooled slower by | "
+        "(pooled - no pools) / tasks | optimizer pooled / dask (ms) | "
+        "worker-to-worker transfers pooled / no pools |"
+    )
     lines.append("|---|---|---|---|---|---|---|---|")
     for kind, e in res["end_to_end"].items():
         o = res["optimizer"][kind]
         pq, nq = e["pooled_iqr"], e["no_pools_iqr"]
-        lines.append(f"| {kind} | {e['tasks']} | {e['pooled_s']:.3f} [{pq[0]:.3f}–{pq[2]:.3f}] | "
-              f"{e['no_pools_s']:.3f} [{nq[0]:.3f}–{nq[2]:.3f}] | {100 * e['slowdown']:+.1f}% | "
-              f"{e['ms_per_task']:+.2f} ms | {1000 * o['pooled']['median_s']:.1f} / "
-              f"{1000 * o['no_pools']['median_s']:.1f} | "
-              f"{e['transfers']['pooled']['keys_median']:g} keys, "
-              f"{e['transfers']['pooled']['bytes_median'] / 1e6:.0f} MB / "
-              f"{e['transfers']['no_pools']['keys_median']:g} keys, "
-              f"{e['transfers']['no_pools']['bytes_median'] / 1e6:.0f} MB |")
+        lines.append(
+            f"| {kind} | {e['tasks']} | {e['pooled_s']:.3f} [{pq[0]:.3f}–{pq[2]:.3f}] | "
+            f"{e['no_pools_s']:.3f} [{nq[0]:.3f}–{nq[2]:.3f}] | {100 * e['slowdown']:+.1f}% | "
+            f"{e['ms_per_task']:+.2f} ms | {1000 * o['pooled']['median_s']:.1f} / "
+            f"{1000 * o['no_pools']['median_s']:.1f} | "
+            f"{e['transfers']['pooled']['keys_median']:g} keys, "
+            f"{e['transfers']['pooled']['bytes_median'] / 1e6:.0f} MB / "
+            f"{e['transfers']['no_pools']['keys_median']:g} keys, "
+            f"{e['transfers']['no_pools']['bytes_median'] / 1e6:.0f} MB |"
+        )
     for kind, e in res["end_to_end"].items():
-        per = {v: statistics.median(r[2].get("mean_chunk", [0])[0] for r in e["transfers"][v]["runs"])
-               for v in ("pooled", "no_pools")} if e["transfers"]["pooled"]["runs"] else {}
+        per = (
+            {
+                v: statistics.median(r[2].get("mean_chunk", [0])[0] for r in e["transfers"][v]["runs"])
+                for v in ("pooled", "no_pools")
+            }
+            if e["transfers"]["pooled"]["runs"]
+            else {}
+        )
         if per and (per["pooled"] or per["no_pools"]):
-            lines.append(f"\n`{kind}`: ensemble-mean partials (`mean_chunk` outputs) moved between "
-                         f"workers, median per run: pooled {per['pooled']:g}, no pools "
-                         f"{per['no_pools']:g}.")
-    lines.append(f"\nGuard (catalog_pools.guard.run_in_site) on a worker: {g['guarded_us']:.1f} µs per "
-          f"task vs {g['direct_us']:.1f} µs unguarded.")
+            lines.append(
+                f"\n`{kind}`: ensemble-mean partials (`mean_chunk` outputs) moved between "
+                f"workers, median per run: pooled {per['pooled']:g}, no pools "
+                f"{per['no_pools']:g}."
+            )
+    lines.append(
+        f"\nGuard (catalog_pools.engine.guard.run_in_site) on a worker: {g['guarded_us']:.1f} µs per "
+        f"task vs {g['direct_us']:.1f} µs unguarded."
+    )
     md = out / f"overhead-{args.scale}.md"
-    md.write_text("# One site, no WAN: pooled vs no pools\n\n" + "\n".join(lines) + "\n\nMachine: "
-                  + json.dumps(res["machine"]) + "\n")
+    md.write_text(
+        "# One site, no WAN: pooled vs no pools\n\n"
+        + "\n".join(lines)
+        + "\n\nMachine: "
+        + json.dumps(res["machine"])
+        + "\n"
+    )
     print("\n".join(lines))
     print(f"Wrote {path} and {md}")
     return 0

@@ -10,6 +10,7 @@ fsspec storage options travels with pickled filesystem objects (a worker of
 one site can receive a store object deserialised on another site's worker)
 and would then name the wrong reader.
 """
+
 from __future__ import annotations
 
 import logging

@@ -48,6 +48,7 @@ Results go to ``benchmarks/results/wan-<mode>-<scale>.{json,md,png}``. The whole
 run is bounded by ``--timeout`` (default 570 s) and tears everything down on
 exit, error, timeout or Ctrl-C.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -123,8 +124,17 @@ def machine_info() -> dict[str, Any]:
             if line.startswith("MemTotal:"):
                 mem = int(line.split()[1]) * 1024
     versions = {}
-    for pkg in ("catalog_pools", "dask", "distributed", "xarray", "zarr", "numpy", "fsspec",
-                "aiohttp", "NetfilterQueue"):
+    for pkg in (
+        "catalog_pools",
+        "dask",
+        "distributed",
+        "xarray",
+        "zarr",
+        "numpy",
+        "fsspec",
+        "aiohttp",
+        "NetfilterQueue",
+    ):
         with contextlib.suppress(md.PackageNotFoundError):
             versions[pkg] = md.version(pkg)
     cpu = ""
@@ -154,7 +164,7 @@ def minimum_cross_site_bytes(scale: str, kind: str = "join") -> dict[str, int]:
     * ``reduce``: ``mean(predictions)`` (33 heights) vs ``observations``: the
       observations cross; the result is 33 float32.
     """
-    from catalog_pools.data import HEIGHTS, grid
+    from catalog_pools.datagen.synthetic import HEIGHTS, grid
 
     g = grid(scale)
     obs = g.observation_nbytes
@@ -180,8 +190,11 @@ def _without_pool_optimizers() -> Iterator[None]:
     """Run with dask's own array/delayed optimizers (catalog_pools' removed)."""
     import dask
 
-    saved = {k: dask.config.config.pop(k) for k in ("array_optimize", "delayed_optimize")
-             if k in dask.config.config}
+    saved = {
+        k: dask.config.config.pop(k)
+        for k in ("array_optimize", "delayed_optimize")
+        if k in dask.config.config
+    }
     try:
         yield
     finally:
@@ -189,7 +202,7 @@ def _without_pool_optimizers() -> Iterator[None]:
 
 
 def _http_get_json(url: str, timeout: float = 10.0) -> dict[str, int]:
-    with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 - our own server
+    with urllib.request.urlopen(url, timeout=timeout) as r:
         return json.loads(r.read())
 
 
@@ -218,8 +231,7 @@ def open_pair(cfg: Config, pooled: bool) -> tuple[Any, Any]:
 
 WORKLOADS = {
     "join": 'predictions.mean("realization").isel(height=10) - observations',
-    "reduce": '(predictions.mean("realization") - observations).mean(["latitude", '
-              '"longitude"])',
+    "reduce": '(predictions.mean("realization") - observations).mean(["latitude", "longitude"])',
 }
 
 
@@ -230,16 +242,14 @@ def workload(pred: Any, obs: Any, kind: str = "join") -> Any:
     result) shows how the gap grows when the bulk data is larger than the result.
     """
     if kind == "join":
-        return (pred.air_pressure.mean("realization").isel(height=HEIGHT_INDEX)
-                - obs.air_pressure)
+        return pred.air_pressure.mean("realization").isel(height=HEIGHT_INDEX) - obs.air_pressure
     if kind == "reduce":
         anomaly = pred.air_pressure.mean("realization") - obs.air_pressure.drop_vars("height")
         return anomaly.mean(["latitude", "longitude"])
     raise ValueError(f"unknown workload {kind!r}")
 
 
-def task_profile(tasks: list[dict[str, Any]], submit: float | None,
-                 done: float | None) -> dict[str, Any]:
+def task_profile(tasks: list[dict[str, Any]], submit: float | None, done: float | None) -> dict[str, Any]:
     """Where a run's compute time went, from dask's task stream.
 
     ``to_first_task_s``: submit -> first task starts (graph to the scheduler,
@@ -263,8 +273,12 @@ def task_profile(tasks: list[dict[str, Any]], submit: float | None,
                 stops.append(ss["stop"])
             elif ss["action"] == "transfer":
                 transfer += d
-    out: dict[str, Any] = {"tasks": len(tasks), "task_s": by_prefix,
-                           "task_s_total": sum(by_prefix.values()), "transfer_s": transfer}
+    out: dict[str, Any] = {
+        "tasks": len(tasks),
+        "task_s": by_prefix,
+        "task_s_total": sum(by_prefix.values()),
+        "transfer_s": transfer,
+    }
     if starts and submit is not None and done is not None:
         out["to_first_task_s"] = min(starts) - submit
         out["tasks_span_s"] = max(stops) - min(starts)
@@ -320,20 +334,16 @@ class Meter:
             named = {f"{a}>{b}": n for (a, b), n in pairs.items() if a != "*"}
             rec["router_by_pair"] = named
             rec["cross_site_bytes"] = sum(
-                n for (a, b), n in pairs.items()
-                if a in self.data_nodes and b in self.data_nodes
+                n for (a, b), n in pairs.items() if a in self.data_nodes and b in self.data_nodes
             )
-            rec["control_bytes"] = sum(
-                n for (a, b), n in pairs.items() if "sched" in (a, b)
-            )
+            rec["control_bytes"] = sum(n for (a, b), n in pairs.items() if "sched" in (a, b))
             rec["bytes_source"] = "router (IP bytes)"
         else:
             rec["cross_site_bytes"] = rec["dask_view_bytes"]
             rec["bytes_source"] = "dask records + HTTP tallies"
 
 
-def run_once(cfg: Config, client: Any, meter: Meter, pooled: bool,
-             kind: str = "join") -> dict[str, Any]:
+def run_once(cfg: Config, client: Any, meter: Meter, pooled: bool, kind: str = "join") -> dict[str, Any]:
     """Open, compute and gather once; return timing, bytes and the result."""
     rec: dict[str, Any] = {"variant": "pooled" if pooled else "unpooled", "workload": kind}
     with meter.measure(rec):
@@ -368,16 +378,26 @@ def compare(cfg: Config) -> dict[str, Any]:
 
     # Each worker tags its HTTP requests with its site (benchmarks.readerhdr).
     prefixes = {s: [*cfg.prefixes.get(s, []), "env", f"CP_READER_SITE={s}"] for s in SITES}
-    kw: dict[str, Any] = {"host": cfg.scheduler_host, "prefixes": prefixes,
-                          "scheduler_prefix": cfg.scheduler_prefix or None,
-                          "worker_hosts": cfg.worker_hosts or None,
-                          "worker_extra_args": ["--preload", "benchmarks.readerhdr"],
-                          "env": {"PYTHONPATH": str(REPO)}}
+    kw: dict[str, Any] = {
+        "host": cfg.scheduler_host,
+        "prefixes": prefixes,
+        "scheduler_prefix": cfg.scheduler_prefix or None,
+        "worker_hosts": cfg.worker_hosts or None,
+        "worker_extra_args": ["--preload", "benchmarks.readerhdr"],
+        "env": {"PYTHONPATH": str(REPO)},
+    }
     t_start = time.perf_counter()
     runs: list[dict[str, Any]] = []
-    with LocalSitesCluster({s: cfg.workers_per_site for s in SITES}, threads_per_worker=1,
-                           memory_limit="3GiB", startup_timeout=90, **kw) as cluster, \
-            Client(cluster, direct_to_workers=True) as client:
+    with (
+        LocalSitesCluster(
+            {s: cfg.workers_per_site for s in SITES},
+            threads_per_worker=1,
+            memory_limit="3GiB",
+            startup_timeout=90,
+            **kw,
+        ) as cluster,
+        Client(cluster, direct_to_workers=True) as client,
+    ):
         startup = time.perf_counter() - t_start
         logger.info("cluster up in %.1f s: %s", startup, cluster)
         meter = Meter(cfg, client)
@@ -395,10 +415,15 @@ def compare(cfg: Config) -> dict[str, Any]:
                     rec = run_once(cfg, client, meter, pooled, kind)
                     rec["repeat"] = rep
                     runs.append(rec)
-                    logger.info("%s %s rep %d: %.2f s, cross-site %s (dask view %s)", kind,
-                                rec["variant"], rep, rec["wall_s"],
-                                _fmt_bytes(rec["cross_site_bytes"]),
-                                _fmt_bytes(rec["dask_view_bytes"]))
+                    logger.info(
+                        "%s %s rep %d: %.2f s, cross-site %s (dask view %s)",
+                        kind,
+                        rec["variant"],
+                        rep,
+                        rec["wall_s"],
+                        _fmt_bytes(rec["cross_site_bytes"]),
+                        _fmt_bytes(rec["dask_view_bytes"]),
+                    )
                     _wait_quiet()
     same = True
     for kind in cfg.workloads:
@@ -407,11 +432,18 @@ def compare(cfg: Config) -> dict[str, Any]:
         same = same and all(np.allclose(r["_result"], ref, equal_nan=True) for r in rs)
     for r in runs:
         r.pop("_result")
-    how = ("catalog_pools.open_catalog on a generated catalog of the same URLs" if cfg.catalog
-           else "xr.open_dataset(url) inside catalog_pools.pool(site)")
-    return {"cluster_startup_s": startup, "runs": runs, "results_agree": bool(same),
-            "pooled_open": how,
-            "unpooled_open": 'xr.open_dataset(url, engine="zarr", chunks={}), no pool'}
+    how = (
+        "catalog_pools.open_catalog on a generated catalog of the same URLs"
+        if cfg.catalog
+        else "xr.open_dataset(url) inside catalog_pools.pool(site)"
+    )
+    return {
+        "cluster_startup_s": startup,
+        "runs": runs,
+        "results_agree": bool(same),
+        "pooled_open": how,
+        "unpooled_open": 'xr.open_dataset(url, engine="zarr", chunks={}), no pool',
+    }
 
 
 def overhead(cfg: Config) -> dict[str, Any]:
@@ -447,11 +479,13 @@ def overhead(cfg: Config) -> dict[str, Any]:
                 client.compute(expr).result(timeout=cfg.run_timeout)
         return time.perf_counter() - t0
 
-    times: dict[str, dict[str, list[float]]] = {
-        k: {"pooled": [], "no_pools": []} for k in ("join", "full")}
-    with LocalSitesCluster({site: 2 * cfg.workers_per_site}, threads_per_worker=1,
-                           memory_limit="3GiB", host="127.0.0.1") as cluster, \
-            Client(cluster) as client:
+    times: dict[str, dict[str, list[float]]] = {k: {"pooled": [], "no_pools": []} for k in ("join", "full")}
+    with (
+        LocalSitesCluster(
+            {site: 2 * cfg.workers_per_site}, threads_per_worker=1, memory_limit="3GiB", host="127.0.0.1"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         for kind in ("join", "full"):
             job(kind, True, client)
             job(kind, False, client)
@@ -460,8 +494,7 @@ def overhead(cfg: Config) -> dict[str, Any]:
                     break
                 order = (True, False) if rep % 2 == 0 else (False, True)
                 for pooled in order:
-                    times[kind]["pooled" if pooled else "no_pools"].append(
-                        job(kind, pooled, client))
+                    times[kind]["pooled" if pooled else "no_pools"].append(job(kind, pooled, client))
     out: dict[str, Any] = {"workers": 2 * cfg.workers_per_site, "times": times}
     for kind, t in times.items():
         if t["pooled"] and t["no_pools"]:
@@ -485,9 +518,21 @@ def client_side(cfg: Config) -> dict[str, Any]:
 # ----------------------------------------------------------------- orchestration
 def _start_http(popen: Any, site: str, cfg: Config, bind: str, port: int) -> subprocess.Popen[bytes]:
     """Start the site's HTTP server (via ``popen``) and wait for ``ready``."""
-    proc = popen([sys.executable, "-m", "benchmarks.httpserve", "--dir",
-                  str(Path(cfg.data_root) / site), "--bind", bind, "--port", str(port),
-                  "--max-seconds", str(int(cfg.timeout) + 30)])
+    proc = popen(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.httpserve",
+            "--dir",
+            str(Path(cfg.data_root) / site),
+            "--bind",
+            bind,
+            "--port",
+            str(port),
+            "--max-seconds",
+            str(int(cfg.timeout) + 30),
+        ]
+    )
     line = proc.stdout.readline().decode().strip()
     if not line.startswith("ready"):
         raise RuntimeError(f"HTTP server for {site} did not start: {line!r}")
@@ -508,10 +553,17 @@ def run_plain(cfg: Config) -> dict[str, Any]:
     try:
         for site in SITES:
             port = _free_port()
-            procs.append(_start_http(
-                lambda argv: subprocess.Popen(argv, stdout=subprocess.PIPE, cwd=str(REPO),
-                                              start_new_session=True),
-                site, cfg, "127.0.0.1", port))
+            procs.append(
+                _start_http(
+                    lambda argv: subprocess.Popen(
+                        argv, stdout=subprocess.PIPE, cwd=str(REPO), start_new_session=True
+                    ),
+                    site,
+                    cfg,
+                    "127.0.0.1",
+                    port,
+                )
+            )
             cfg.stats_urls[site] = f"http://127.0.0.1:{port}/__stats__"
             for name, (s, rel) in DATASETS.items():
                 if s == site:
@@ -544,9 +596,13 @@ def run_wan(cfg: Config) -> dict[str, Any]:
             topo.start_delay(cfg.rtt_ms / 2, max_seconds=remaining + 30)
         for site in SITES:
             ip = topo.node[site].ip
-            _start_http(lambda argv, s=site: topo.popen(s, argv, stdout=subprocess.PIPE,
-                                                        cwd=str(REPO)),
-                        site, cfg, ip, cfg.port)
+            _start_http(
+                lambda argv, s=site: topo.popen(s, argv, stdout=subprocess.PIPE, cwd=str(REPO)),
+                site,
+                cfg,
+                ip,
+                cfg.port,
+            )
             cfg.stats_urls[site] = f"http://{ip}:{cfg.port}/__stats__"
             for name, (s, rel) in DATASETS.items():
                 if s == site:
@@ -561,9 +617,19 @@ def run_wan(cfg: Config) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="cp-wan-") as tmp:
             cfg_path, out_path = Path(tmp) / "config.json", Path(tmp) / "result.json"
             cfg_path.write_text(json.dumps(asdict(cfg)))
-            child = topo.popen("client", [sys.executable, "-m", "benchmarks.wan", "--child",
-                                          str(cfg_path), "--child-out", str(out_path)],
-                               cwd=str(REPO))
+            child = topo.popen(
+                "client",
+                [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.wan",
+                    "--child",
+                    str(cfg_path),
+                    "--child-out",
+                    str(out_path),
+                ],
+                cwd=str(REPO),
+            )
             try:
                 rc = child.wait(timeout=max(10.0, cfg.deadline - time.time() + 10))
             except subprocess.TimeoutExpired:
@@ -605,24 +671,31 @@ def write_catalog(cfg: Config) -> str | None:
         lines = [f"name: {site}", f"metadata: {{version: 1, site: {site}}}", "sources:"]
         for name, (s, _) in DATASETS.items():
             if s == site:
-                lines += [f"  {name}:", "    driver: site_zarr", "    args:",
-                          f"      urlpath: '{cfg.urls[name]}'", "      chunks: {}"]
+                lines += [
+                    f"  {name}:",
+                    "    driver: site_zarr",
+                    "    args:",
+                    f"      urlpath: '{cfg.urls[name]}'",
+                    "      chunks: {}",
+                ]
         (d / f"{site}.yaml").write_text("\n".join(lines) + "\n")
-        top += [f"  {site}:", "    driver: site_catalog", "    args:",
-                f"      path: '{{{{ CATALOG_DIR }}}}/{site}.yaml'"]
+        top += [
+            f"  {site}:",
+            "    driver: site_catalog",
+            "    args:",
+            f"      path: '{{{{ CATALOG_DIR }}}}/{site}.yaml'",
+        ]
     (d / "catalog.yaml").write_text("\n".join(top) + "\n")
     return str(d / "catalog.yaml")
 
 
 # ----------------------------------------------------------------------- report
-PROFILE_KEYS = ("to_first_task_s", "tasks_span_s", "after_last_task_s", "task_s_total",
-                "transfer_s")
+PROFILE_KEYS = ("to_first_task_s", "tasks_span_s", "after_last_task_s", "task_s_total", "transfer_s")
 
 
 def _summarize_runs(rs: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"n": len(rs)}
-    for key in ("wall_s", "compute_s", "open_s", "cross_site_bytes", "dask_view_bytes",
-                "control_bytes"):
+    for key in ("wall_s", "compute_s", "open_s", "cross_site_bytes", "dask_view_bytes", "control_bytes"):
         vals = [r[key] for r in rs if key in r]
         if vals:
             out[f"{key}_median"] = statistics.median(vals)
@@ -668,42 +741,68 @@ def summarize(cfg: Config, res: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def write_report(cfg: Config, res: dict[str, Any], summary: dict[str, Any],
-                 elapsed: float) -> dict[str, Path]:
+def write_report(
+    cfg: Config, res: dict[str, Any], summary: dict[str, Any], elapsed: float
+) -> dict[str, Path]:
     """Write JSON, markdown table and PNG chart to ``cfg.out``."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"wan-{cfg.mode}-{cfg.scale}"
     machine = machine_info()
-    public_cfg = {k: v for k, v in asdict(cfg).items()
-                  if k in ("mode", "scale", "workers_per_site", "repeats", "overhead_repeats",
-                           "rate_mbit", "rtt_ms", "delay", "timeout", "workloads")}
-    doc = {"config": public_cfg, "machine": machine, "elapsed_s": elapsed,
-           "summary": summary, **res}
+    public_cfg = {
+        k: v
+        for k, v in asdict(cfg).items()
+        if k
+        in (
+            "mode",
+            "scale",
+            "workers_per_site",
+            "repeats",
+            "overhead_repeats",
+            "rate_mbit",
+            "rtt_ms",
+            "delay",
+            "timeout",
+            "workloads",
+        )
+    }
+    doc = {"config": public_cfg, "machine": machine, "elapsed_s": elapsed, "summary": summary, **res}
     paths = {"json": out / f"{stem}.json", "md": out / f"{stem}.md", "png": out / f"{stem}.png"}
     paths["json"].write_text(json.dumps(doc, indent=2, default=str) + "\n")
 
     lines = [f"# WAN benchmark: mode `{cfg.mode}`, scale `{cfg.scale}`", ""]
     if cfg.mode == "wan":
         delay = f"{cfg.rtt_ms:g} ms RTT (NFQUEUE in the router)" if cfg.delay else "none"
-        lines += [f"Links: tbf {cfg.rate_mbit:g} Mbit/s on both ends of every link; delay "
-                  f"{delay}. Cross-site bytes: IP bytes counted at the router between the "
-                  "namespaces of the sites and the client (scheduler control traffic apart).",
-                  ""]
+        lines += [
+            f"Links: tbf {cfg.rate_mbit:g} Mbit/s on both ends of every link; delay "
+            f"{delay}. Cross-site bytes: IP bytes counted at the router between the "
+            "namespaces of the sites and the client (scheduler control traffic apart).",
+            "",
+        ]
     else:
-        lines += ["Loopback. Cross-site bytes: dask's records (transfers between sites, "
-                  "results to the client) plus HTTP body bytes read from a site by another "
-                  "site's worker or by the client.", ""]
-    lines += [f"Pooled: {res['compare']['pooled_open']}. Unpooled: "
-              f"`{res['compare']['unpooled_open']}`. Same URLs, same cluster.", ""]
-    lines += [f"{cfg.workers_per_site} single-threaded workers per site. Wall time = open "
-              "(metadata) + compute + result on the client; medians (min–max) of "
-              f"{cfg.repeats} alternating runs per variant after one warm-up each. "
-              f"Total benchmark time {elapsed:.0f} s.", ""]
+        lines += [
+            "Loopback. Cross-site bytes: dask's records (transfers between sites, "
+            "results to the client) plus HTTP body bytes read from a site by another "
+            "site's worker or by the client.",
+            "",
+        ]
+    lines += [
+        f"Pooled: {res['compare']['pooled_open']}. Unpooled: "
+        f"`{res['compare']['unpooled_open']}`. Same URLs, same cluster.",
+        "",
+    ]
+    lines += [
+        f"{cfg.workers_per_site} single-threaded workers per site. Wall time = open "
+        "(metadata) + compute + result on the client; medians (min–max) of "
+        f"{cfg.repeats} alternating runs per variant after one warm-up each. "
+        f"Total benchmark time {elapsed:.0f} s.",
+        "",
+    ]
     for kind, w in summary["workloads"].items():
         p, u, m = w["pooled"], w["unpooled"], w["minimum"]
         lines += [
-            f"## `{kind}`: `{w['expression']}`", "",
+            f"## `{kind}`: `{w['expression']}`",
+            "",
             "| variant | wall time (s) | compute only (s) | cross-site bytes | vs minimum |",
             "|---|---|---|---|---|",
         ]
@@ -712,57 +811,75 @@ def write_report(cfg: Config, res: dict[str, Any], summary: dict[str, Any],
                 f"| {name} | {s['wall_s_median']:.2f} ({s['wall_s_min']:.2f}–"
                 f"{s['wall_s_max']:.2f}) | {s['compute_s_median']:.2f} | "
                 f"{_fmt_bytes(s['cross_site_bytes_median'])} ({s['cross_site_bytes_median']:.0f} B)"
-                f" | {s['cross_site_bytes_median'] / m['total']:.2f}x |")
+                f" | {s['cross_site_bytes_median'] / m['total']:.2f}x |"
+            )
         lines += [
-            f"| minimum | | | {_fmt_bytes(m['total'])} ({m['total']} B) | 1.00x |", "",
+            f"| minimum | | | {_fmt_bytes(m['total'])} ({m['total']} B) | 1.00x |",
+            "",
             f"Unpooled / pooled: **{w['bytes_ratio']:.1f}x** the cross-site bytes, "
             f"**{w['speedup']:.2f}x** the wall time ({w['compute_speedup']:.2f}x compute only).",
             "",
         ]
         if all("tasks_span_s_median" in x for x in (p, u)):
-            lines += ["Where the time goes (medians, seconds): open | submit → first task | "
-                      "first → last task | last task → result on client | summed task time | "
-                      "summed worker-to-worker transfer time:", ""]
+            lines += [
+                "Where the time goes (medians, seconds): open | submit → first task | "
+                "first → last task | last task → result on client | summed task time | "
+                "summed worker-to-worker transfer time:",
+                "",
+            ]
             for name, x in (("pooled", p), ("unpooled", u)):
                 lines.append(
                     f"- {name}: {x['open_s_median']:.2f} | {x['to_first_task_s_median']:.2f} | "
                     f"{x['tasks_span_s_median']:.2f} | {x['after_last_task_s_median']:.2f} | "
-                    f"{x['task_s_total_median']:.2f} | {x['transfer_s_median']:.2f}")
+                    f"{x['task_s_total_median']:.2f} | {x['transfer_s_median']:.2f}"
+                )
             lines.append("")
         if "control_bytes_median" in p:
-            lines += [f"Scheduler control traffic (not counted above): pooled "
-                      f"{_fmt_bytes(p['control_bytes_median'])}, unpooled "
-                      f"{_fmt_bytes(u['control_bytes_median'])}. Dask/HTTP view of the "
-                      f"cross-site bytes (payload only): pooled "
-                      f"{_fmt_bytes(p['dask_view_bytes_median'])}, unpooled "
-                      f"{_fmt_bytes(u['dask_view_bytes_median'])}.", ""]
+            lines += [
+                f"Scheduler control traffic (not counted above): pooled "
+                f"{_fmt_bytes(p['control_bytes_median'])}, unpooled "
+                f"{_fmt_bytes(u['control_bytes_median'])}. Dask/HTTP view of the "
+                f"cross-site bytes (payload only): pooled "
+                f"{_fmt_bytes(p['dask_view_bytes_median'])}, unpooled "
+                f"{_fmt_bytes(u['dask_view_bytes_median'])}.",
+                "",
+            ]
     ov = res.get("overhead", {})
     if "join" in ov or "full" in ov:
-        lines += ["## One site, no WAN: pooled vs no pools at all", "",
-                  f"Loopback, local zarr files, one site of {ov['workers']} workers; medians of "
-                  f"{cfg.overhead_repeats} alternating runs.", "",
-                  "| workload | pooled (s) | no pools (s) | pooled slower by |",
-                  "|---|---|---|---|"]
+        lines += [
+            "## One site, no WAN: pooled vs no pools at all",
+            "",
+            f"Loopback, local zarr files, one site of {ov['workers']} workers; medians of "
+            f"{cfg.overhead_repeats} alternating runs.",
+            "",
+            "| workload | pooled (s) | no pools (s) | pooled slower by |",
+            "|---|---|---|---|",
+        ]
         for kind in ("join", "full"):
             if kind in ov:
                 o = ov[kind]
-                lines.append(f"| {kind} | {o['pooled_s']:.3f} | {o['no_pools_s']:.3f} | "
-                             f"{100 * o['slowdown']:+.1f}% |")
-        lines += ["", "(`full`: `predictions.mean(\"realization\") - observations`, every "
-                  "height.)", ""]
+                lines.append(
+                    f"| {kind} | {o['pooled_s']:.3f} | {o['no_pools_s']:.3f} | {100 * o['slowdown']:+.1f}% |"
+                )
+        lines += ["", '(`full`: `predictions.mean("realization") - observations`, every height.)', ""]
     lines += ["## Targets", ""]
     if cfg.mode != "wan":
-        lines += ["The targets are set for the emulated WAN (`--mode wan`); on loopback there "
-                  "is no WAN to pay for, so the wall-time ratio is shown for reference only.", ""]
+        lines += [
+            "The targets are set for the emulated WAN (`--mode wan`); on loopback there "
+            "is no WAN to pay for, so the wall-time ratio is shown for reference only.",
+            "",
+        ]
     lines += [f"- {'met' if ok else 'MISSED'}: {name}" for name, ok in summary["targets"].items()]
     lines += ["", f"Results agree between variants: {res['compare']['results_agree']}."]
     if "root_guard_packets" in res:
-        lines += [f"Packets the root namespace tried to send to site addresses: "
-                  f"{res['root_guard_packets']}."]
-    lines += ["", "Machine: " + f"{machine['cores']} cores ({machine['cpu']}), "
-              f"{machine['memory_bytes'] / 2**30:.1f} GiB, Linux {machine['kernel']}, "
-              f"Python {machine['python']}; "
-              + ", ".join(f"{k} {v}" for k, v in machine["versions"].items()), ""]
+        lines += [f"Packets the root namespace tried to send to site addresses: {res['root_guard_packets']}."]
+    lines += [
+        "",
+        "Machine: " + f"{machine['cores']} cores ({machine['cpu']}), "
+        f"{machine['memory_bytes'] / 2**30:.1f} GiB, Linux {machine['kernel']}, "
+        f"Python {machine['python']}; " + ", ".join(f"{k} {v}" for k, v in machine["versions"].items()),
+        "",
+    ]
     paths["md"].write_text("\n".join(lines))
     _plot(paths["png"], cfg, res, summary)
     return paths
@@ -786,8 +903,10 @@ def _plot(path: Path, cfg: Config, res: dict[str, Any], summary: dict[str, Any])
     ax = axes[0]
     for i, v in enumerate(("pooled", "unpooled")):
         med = [ws[k][v]["wall_s_median"] for k in kinds]
-        err = [[m - ws[k][v]["wall_s_min"] for m, k in zip(med, kinds)],
-               [ws[k][v]["wall_s_max"] - m for m, k in zip(med, kinds)]]
+        err = [
+            [m - ws[k][v]["wall_s_min"] for m, k in zip(med, kinds)],
+            [ws[k][v]["wall_s_max"] - m for m, k in zip(med, kinds)],
+        ]
         ax.bar(x + (i - 0.5) * 0.4, med, 0.4, yerr=err, capsize=3, label=v, color=colors[v])
     ax.set_xticks(x, [f"{k}\n{ws[k]['speedup']:.2f}x" for k in kinds])
     ax.set_ylabel("wall time (s)")
@@ -795,11 +914,22 @@ def _plot(path: Path, cfg: Config, res: dict[str, Any], summary: dict[str, Any])
     ax.legend()
     ax = axes[1]
     for i, v in enumerate(("pooled", "unpooled")):
-        ax.bar(x + (i - 0.5) * 0.4, [ws[k][v]["cross_site_bytes_median"] for k in kinds], 0.4,
-               label=v, color=colors[v])
+        ax.bar(
+            x + (i - 0.5) * 0.4,
+            [ws[k][v]["cross_site_bytes_median"] for k in kinds],
+            0.4,
+            label=v,
+            color=colors[v],
+        )
     for j, k in enumerate(kinds):
-        ax.hlines(ws[k]["minimum"]["total"], j - 0.4, j + 0.4, colors="k", linestyles="--",
-                  label="minimum" if j == 0 else None)
+        ax.hlines(
+            ws[k]["minimum"]["total"],
+            j - 0.4,
+            j + 0.4,
+            colors="k",
+            linestyles="--",
+            label="minimum" if j == 0 else None,
+        )
     ax.set_yscale("log")
     ax.set_xticks(x, [f"{k}\n{ws[k]['bytes_ratio']:.1f}x" for k in kinds])
     ax.set_ylabel("cross-site bytes (log)")
@@ -808,16 +938,17 @@ def _plot(path: Path, cfg: Config, res: dict[str, Any], summary: dict[str, Any])
     if okinds:
         ax = axes[2]
         xo = np.arange(len(okinds))
-        ax.bar(xo - 0.2, [ov[k]["pooled_s"] for k in okinds], 0.4, label="pooled",
-               color=colors["pooled"])
-        ax.bar(xo + 0.2, [ov[k]["no_pools_s"] for k in okinds], 0.4, label="no pools",
-               color=colors["no pools"])
+        ax.bar(xo - 0.2, [ov[k]["pooled_s"] for k in okinds], 0.4, label="pooled", color=colors["pooled"])
+        ax.bar(
+            xo + 0.2, [ov[k]["no_pools_s"] for k in okinds], 0.4, label="no pools", color=colors["no pools"]
+        )
         ax.set_xticks(xo, [f"{k}\n{100 * ov[k]['slowdown']:+.0f}%" for k in okinds])
         ax.set_ylabel("wall time (s)")
         ax.set_title("one site, no WAN")
         ax.legend()
-    where = (f"emulated WAN {cfg.rate_mbit:g} Mbit/s, {cfg.rtt_ms:g} ms RTT"
-             if cfg.mode == "wan" else "loopback")
+    where = (
+        f"emulated WAN {cfg.rate_mbit:g} Mbit/s, {cfg.rtt_ms:g} ms RTT" if cfg.mode == "wan" else "loopback"
+    )
     fig.suptitle(f"catalog_pools: pooled vs unpooled, {cfg.scale} scale, {where}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -844,8 +975,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="catalog_pools: pooled vs unpooled benchmark")
     ap.add_argument("--mode", choices=("plain", "wan"), default="plain")
     ap.add_argument("--scale", choices=("small", "demo", "seed"), default="demo")
-    ap.add_argument("--data-root", default=None,
-                    help="data directory (default /tmp/catalog-pools-bench/data-<scale>)")
+    ap.add_argument(
+        "--data-root", default=None, help="data directory (default /tmp/catalog-pools-bench/data-<scale>)"
+    )
     ap.add_argument("--workers-per-site", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--overhead-repeats", type=int, default=7)
@@ -853,31 +985,41 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rtt-ms", type=float, default=30.0)
     ap.add_argument("--no-delay", action="store_true", help="no NFQUEUE delay (tbf only)")
     ap.add_argument("--timeout", type=float, default=570.0, help="global bound, seconds")
-    ap.add_argument("--workloads", default="join,reduce",
-                    help="comma-separated: join (the benchmark), reduce")
-    ap.add_argument("--no-overhead", action="store_true",
-                    help="skip the one-site pooled vs no-pools section")
+    ap.add_argument(
+        "--workloads", default="join,reduce", help="comma-separated: join (the benchmark), reduce"
+    )
+    ap.add_argument("--no-overhead", action="store_true", help="skip the one-site pooled vs no-pools section")
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--child-out", help=argparse.SUPPRESS)
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
     for noisy in ("distributed", "catalog_pools.cluster"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.child:
         return _child_main(args.child, args.child_out)
 
     start = time.time()
-    cfg = Config(mode=args.mode, scale=args.scale,
-                 data_root=args.data_root or f"/tmp/catalog-pools-bench/data-{args.scale}",
-                 workers_per_site=args.workers_per_site, repeats=args.repeats,
-                 overhead_repeats=args.overhead_repeats, rate_mbit=args.rate_mbit,
-                 rtt_ms=args.rtt_ms, delay=not args.no_delay, timeout=args.timeout,
-                 out=args.out, deadline=start + args.timeout,
-                 workloads=[w for w in args.workloads.split(",") if w],
-                 overhead=not args.no_overhead)
+    cfg = Config(
+        mode=args.mode,
+        scale=args.scale,
+        data_root=args.data_root or f"/tmp/catalog-pools-bench/data-{args.scale}",
+        workers_per_site=args.workers_per_site,
+        repeats=args.repeats,
+        overhead_repeats=args.overhead_repeats,
+        rate_mbit=args.rate_mbit,
+        rtt_ms=args.rtt_ms,
+        delay=not args.no_delay,
+        timeout=args.timeout,
+        out=args.out,
+        deadline=start + args.timeout,
+        workloads=[w for w in args.workloads.split(",") if w],
+        overhead=not args.no_overhead,
+    )
     signal.signal(signal.SIGALRM, _on_alarm)
     signal.alarm(int(args.timeout) + 20)  # backstop; the deadline below is the bound
     if cfg.mode == "wan":
@@ -887,7 +1029,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         signal.signal(signal.SIGTERM, lambda s, f: (_ for _ in ()).throw(SystemExit(143)))
     try:
-        from catalog_pools.data import make_data
+        from catalog_pools.datagen.synthetic import make_data
 
         t0 = time.time()
         make_data(cfg.data_root, scale=cfg.scale, progress=False)

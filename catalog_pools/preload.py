@@ -4,6 +4,7 @@
 at start-up; ``import catalog_pools`` adds this module to
 ``distributed.client.preload`` so every new Client installs it too.
 """
+
 from __future__ import annotations
 
 import logging
@@ -17,9 +18,9 @@ async def dask_setup(dask_object: Any) -> None:
     from distributed import Client
     from distributed.scheduler import Scheduler
 
-    from .install import install_async
-    from .optimize import activate
-    from .plugin import PLUGIN_NAME, PoolsSchedulerPlugin
+    from .engine.install import install_async
+    from .engine.optimize import activate
+    from .engine.plugin import PLUGIN_NAME, PoolsSchedulerPlugin
 
     if isinstance(dask_object, Scheduler):
         activate()
@@ -31,5 +32,6 @@ async def dask_setup(dask_object: Any) -> None:
         except Exception as exc:  # a preload failing would only be logged by distributed
             logger.warning(
                 "catalog_pools could not install its scheduler plugin (%s); is "
-                "catalog_pools installed where the scheduler runs?", exc
+                "catalog_pools installed where the scheduler runs?",
+                exc,
             )

@@ -3,7 +3,7 @@
     python examples/demo.py [--scale demo|small|seed] [--out demo-output/]
                             [--scheduler ADDR] [--data DIR]
 
-1. generates the synthetic data if it is missing (:mod:`catalog_pools.data`);
+1. generates the synthetic data if it is missing (:mod:`catalog_pools.datagen.synthetic`);
 2. starts a local two-site cluster, ``LocalSitesCluster({"ecmwf": 2,
    "eumetsat": 2})`` (each worker its own process), unless ``--scheduler`` names
    an existing one whose workers can read ``--data``;
@@ -18,6 +18,7 @@
 
 See docs/demo.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,20 +44,29 @@ SITES = {"ecmwf": 2, "eumetsat": 2}
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", default="demo", choices=["small", "demo", "seed"],
-                        help="data size: small (1.5 MiB of predictions, tests), demo (464 MiB, "
-                             "default), seed (2.7 GiB, like the 2022 experiment)")  # fmt: skip
-    parser.add_argument("--data", type=Path, default=None,
-                        help="data root (default: $CATALOG_POOLS_DATA or <repo>/data)")
-    parser.add_argument("--out", type=Path, default=Path("demo-output"),
-                        help="output directory (default: ./demo-output)")
-    parser.add_argument("--scheduler", default=None,
-                        help="use this running scheduler instead of starting a local cluster")
-    parser.add_argument("--catalog", type=Path, default=CATALOG,
-                        help=f"catalog file (default: {CATALOG.relative_to(REPO)})")
+    parser.add_argument(
+        "--scale",
+        default="demo",
+        choices=["small", "demo", "seed"],
+        help="data size: small (1.5 MiB of predictions, tests), demo (464 MiB, "
+        "default), seed (2.7 GiB, like the 2022 experiment)",
+    )
+    parser.add_argument(
+        "--data", type=Path, default=None, help="data root (default: $CATALOG_POOLS_DATA or <repo>/data)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("demo-output"), help="output directory (default: ./demo-output)"
+    )
+    parser.add_argument(
+        "--scheduler", default=None, help="use this running scheduler instead of starting a local cluster"
+    )
+    parser.add_argument(
+        "--catalog", type=Path, default=CATALOG, help=f"catalog file (default: {CATALOG.relative_to(REPO)})"
+    )
     parser.add_argument("--seed", type=int, default=0, help="data seed (default 0)")
-    parser.add_argument("--timeout", type=float, default=900.0,
-                        help="give up on the computation after this many seconds")
+    parser.add_argument(
+        "--timeout", type=float, default=900.0, help="give up on the computation after this many seconds"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
 
@@ -88,7 +98,7 @@ def plain_xarray(root: Path) -> Any:
     """The same difference with plain xarray and dask's local scheduler, no cluster."""
     import xarray as xr
 
-    from catalog_pools.data import OBSERVATION_HEIGHT_INDEX
+    from catalog_pools.datagen.synthetic import OBSERVATION_HEIGHT_INDEX
 
     pred = xr.open_zarr(root / "ecmwf" / "predictions.zarr")
     obs = xr.open_zarr(root / "eumetsat" / "observations.zarr")
@@ -117,13 +127,17 @@ def print_table(t: Any, total_bytes: int) -> None:
     for site in t.sites:
         n = reads.get(site)
         read = "n/a" if n is None else f"{format_bytes(n)} ({n} B)"
-        print(f"{site:<12s} {len(t.workers_by_site.get(site, ())):>7d} "
-              f"{t.tasks_by_site.get(site, 0):>6d}   {read}")  # fmt: skip
+        print(
+            f"{site:<12s} {len(t.workers_by_site.get(site, ())):>7d} "
+            f"{t.tasks_by_site.get(site, 0):>6d}   {read}"
+        )
     print()
     share = 100.0 * t.cross_site_bytes / total_bytes if total_bytes else 0.0
     print(f"wall time                {t.wall_time:.2f} s")
-    print(f"bytes crossing sites     {t.cross_site_bytes} B ({format_bytes(t.cross_site_bytes)})"
-          f" = {share:.3f}% of the {format_bytes(total_bytes)} of data")  # fmt: skip
+    print(
+        f"bytes crossing sites     {t.cross_site_bytes} B ({format_bytes(t.cross_site_bytes)})"
+        f" = {share:.3f}% of the {format_bytes(total_bytes)} of data"
+    )
     print(f"bytes sent to client     {t.client_bytes} B ({format_bytes(t.client_bytes)})")
     for (src, dst), n in sorted(t.by_site_pair.items()):
         print(f"  {src} -> {dst}: {n} B")
@@ -141,18 +155,20 @@ def main(argv: list[str] | None = None) -> int:
     import xarray as xr
     from distributed import progress
 
-    from catalog_pools.data import OBSERVATION_HEIGHT_INDEX, grid, make_data
-    from catalog_pools.plot import plot_map
+    from catalog_pools.datagen.synthetic import OBSERVATION_HEIGHT_INDEX, grid, make_data
     from catalog_pools.traffic import traffic
+    from catalog_pools.traffic.plot import plot_map
 
     root = data_root(args.data)
     out = args.out.absolute()
     out.mkdir(parents=True, exist_ok=True)
     g = grid(args.scale)
     total_bytes = g.prediction_nbytes + g.observation_nbytes
-    print(f"data       {root} (scale {args.scale}: predictions "
-          f"{format_bytes(g.prediction_nbytes)}, observations "
-          f"{format_bytes(g.observation_nbytes)})")  # fmt: skip
+    print(
+        f"data       {root} (scale {args.scale}: predictions "
+        f"{format_bytes(g.prediction_nbytes)}, observations "
+        f"{format_bytes(g.observation_nbytes)})"
+    )
     make_data(root, scale=args.scale, seed=args.seed, progress=not args.no_progress)
 
     with contextlib.ExitStack() as stack:
@@ -172,14 +188,14 @@ def main(argv: list[str] | None = None) -> int:
             bar = None
             if not args.no_progress:
                 # In a thread: distributed.progress has no timeout, the result does.
-                bar = threading.Thread(target=progress, args=(future,),
-                                       kwargs={"notebook": False}, daemon=True)  # fmt: skip
+                bar = threading.Thread(
+                    target=progress, args=(future,), kwargs={"notebook": False}, daemon=True
+                )
                 bar.start()
             try:
                 result = future.result(timeout=args.timeout)
             except TimeoutError:
-                print(f"error: the computation did not finish in {args.timeout:g} s",
-                      file=sys.stderr)  # fmt: skip
+                print(f"error: the computation did not finish in {args.timeout:g} s", file=sys.stderr)
                 return 2
             finally:
                 if bar is not None:
@@ -190,14 +206,17 @@ def main(argv: list[str] | None = None) -> int:
         expected = plain_xarray(root)
         max_abs = float(np.nanmax(np.abs(result.values - expected.values)))
         print(f"check vs plain xarray    max |difference| {max_abs:g} Pa")
-        print(f"result                   mean {float(result.mean()):.2f} Pa, "
-              f"std {float(result.std()):.2f} Pa over {result.size} points")  # fmt: skip
+        print(
+            f"result                   mean {float(result.mean()):.2f} Pa, "
+            f"std {float(result.std()):.2f} Pa over {result.size} points"
+        )
 
     files = {
         "difference.png": plot_map(
-            result, out / "difference.png",
+            result,
+            out / "difference.png",
             title="ECMWF ensemble mean minus EUMETSAT observation, air pressure at 300 m",
-        ),  # fmt: skip
+        ),
         "traffic.png": t.plot(out / "traffic.png"),
         "difference.nc": out / "difference.nc",
         "report.json": out / "report.json",

@@ -3,8 +3,9 @@
     python examples/make_data.py --scale small|demo|seed --root data/ [--seed 0]
 
 Does nothing when ``<root>/manifest.json`` already records the same scale and
-seed. See :mod:`catalog_pools.data` for what is written and how it is chunked.
+seed. See :mod:`catalog_pools.datagen.synthetic` for what is written and how it is chunked.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,7 +14,7 @@ import sys
 
 from dask.utils import format_bytes
 
-from catalog_pools.data import SCALES, grid, make_data
+from catalog_pools.datagen.synthetic import SCALES, grid, make_data
 
 logger = logging.getLogger(__name__)
 
@@ -21,9 +22,12 @@ logger = logging.getLogger(__name__)
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", choices=sorted(SCALES), default="demo",
-                        help="small: tests (1.5 MiB of predictions); demo: 464 MiB; "
-                             "seed: 2.7 GiB, like the 2022 experiment")
+    parser.add_argument(
+        "--scale",
+        choices=sorted(SCALES),
+        default="demo",
+        help="small: tests (1.5 MiB of predictions); demo: 464 MiB; seed: 2.7 GiB, like the 2022 experiment",
+    )
     parser.add_argument("--root", default="data", help="data root (default: ./data)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -31,9 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     g = grid(args.scale)
-    print(f"scale {args.scale}: predictions {g.prediction_shape} "
-          f"({format_bytes(g.prediction_nbytes)} per format), observations "
-          f"({g.nlat}, {g.nlon}) ({format_bytes(g.observation_nbytes)})")  # fmt: skip
+    print(
+        f"scale {args.scale}: predictions {g.prediction_shape} "
+        f"({format_bytes(g.prediction_nbytes)} per format), observations "
+        f"({g.nlat}, {g.nlon}) ({format_bytes(g.observation_nbytes)})"
+    )
     paths = make_data(args.root, scale=args.scale, seed=args.seed, progress=not args.quiet)
     for name, path in paths.items():
         print(f"{name:18s} {path}")

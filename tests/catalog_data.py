@@ -1,4 +1,5 @@
 """Small datasets, catalogs and local servers for the catalog tests."""
+
 from __future__ import annotations
 
 import contextlib
@@ -27,8 +28,12 @@ def predictions() -> xr.Dataset:
     data = (100_000 + 500 * rng.standard_normal(SHAPE)).astype("float32")
     return xr.Dataset(
         {"air_pressure": (("realization", "height", "latitude", "longitude"), data)},
-        coords={"realization": np.arange(SHAPE[0]), "height": [10.0, 300.0, 1000.0, 5000.0],
-                "latitude": LAT, "longitude": LON},  # fmt: skip
+        coords={
+            "realization": np.arange(SHAPE[0]),
+            "height": [10.0, 300.0, 1000.0, 5000.0],
+            "latitude": LAT,
+            "longitude": LON,
+        },
     )
 
 
@@ -47,8 +52,11 @@ def write(ds: xr.Dataset, path: Path, fmt: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     # numpy-backed data and explicit encoding: writing never goes through dask (and
     # so never through a distributed Client that may be the default one).
-    chunks = {"air_pressure": {"chunks": tuple(4 if d == "latitude" else n
-                                               for d, n in ds.air_pressure.sizes.items())}}
+    chunks = {
+        "air_pressure": {
+            "chunks": tuple(4 if d == "latitude" else n for d, n in ds.air_pressure.sizes.items())
+        }
+    }
     if fmt == "zarr3":
         ds.to_zarr(path, mode="w", zarr_format=3, encoding=chunks)
     elif fmt == "zarr2":
@@ -119,8 +127,16 @@ def _server(argv: list[str], port: int, timeout: float = 30) -> Iterator[None]:
 def http_server(directory: Path) -> Iterator[str]:
     """Serve ``directory`` at ``http://127.0.0.1:<port>`` for the block."""
     port = free_port()
-    argv = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
-            "--directory", str(directory)]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "http.server",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--directory",
+        str(directory),
+    ]
     with _server(argv, port):
         yield f"http://127.0.0.1:{port}"
 

@@ -4,7 +4,7 @@ Fixtures (contracts other test files rely on):
 
 ``sites_env`` (session)
     One ``LocalSitesCluster({"ecmwf": 2, "eumetsat": 2})``. Isolated when
-    :func:`catalog_pools.isolation.isolation_available` says so: each site's workers
+    :func:`catalog_pools.cluster.isolation.isolation_available` says so: each site's workers
     run as ``cp-<site>`` and ``data_dirs[site]`` is mode 700 owned by that user.
     Attributes: ``cluster``, ``address``, ``data_dirs`` (site -> Path, writable by
     the test process), ``isolated``, ``reason`` (why not isolated, else ``""``).
@@ -14,6 +14,7 @@ Fixtures (contracts other test files rely on):
 ``client`` (function)
     ``distributed.Client(sites_env.address)``, closed after the test.
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,7 +29,7 @@ import pytest
 from distributed import Client
 
 from catalog_pools.cluster import LocalSitesCluster
-from catalog_pools.isolation import ensure_site_user, isolation_available, make_site_dir
+from catalog_pools.cluster.isolation import ensure_site_user, isolation_available, make_site_dir
 
 logger = logging.getLogger(__name__)
 
@@ -67,19 +68,22 @@ def sites_env(request: pytest.FixtureRequest) -> Iterator[SitesEnv]:
             data_dirs[site] = data_root / site
             data_dirs[site].mkdir(parents=True)
     try:
-        cluster = LocalSitesCluster(SITES, users=users or None,
-                                    local_directory=root / "cluster")
+        cluster = LocalSitesCluster(SITES, users=users or None, local_directory=root / "cluster")
     except BaseException:
         logger.error("session cluster failed; logs kept in %s", root / "cluster" / "logs")
         raise
     try:
-        yield SitesEnv(cluster=cluster, address=cluster.scheduler_address,
-                       data_dirs=data_dirs, isolated=isolated, reason=reason)
+        yield SitesEnv(
+            cluster=cluster,
+            address=cluster.scheduler_address,
+            data_dirs=data_dirs,
+            isolated=isolated,
+            reason=reason,
+        )
     finally:
         cluster.close()
         if request.session.testsfailed:
-            logger.warning("tests failed: keeping %s (cluster logs in %s)", root,
-                           cluster.log_directory)
+            logger.warning("tests failed: keeping %s (cluster logs in %s)", root, cluster.log_directory)
         else:
             shutil.rmtree(root, ignore_errors=True)
 

@@ -1,4 +1,5 @@
 """Opening catalogs: both ways in, the YAML forms, formats and protocols."""
+
 from __future__ import annotations
 
 import shutil
@@ -24,8 +25,8 @@ from catalog_data import (
 
 import catalog_pools
 from catalog_pools.catalog import PooledSource, SiteCatalog, open_catalog
-from catalog_pools.catalog_errors import CatalogError
-from catalog_pools.drivers import SiteNetCDFSource, SiteZarrSource
+from catalog_pools.catalog.sources import SiteNetCDFSource, SiteZarrSource
+from catalog_pools.errors import CatalogError
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,7 @@ def test_example_catalog_with_plain_intake(example_env: Path) -> None:
 
 def test_package_exports_catalog_api() -> None:
     assert catalog_pools.open_catalog is open_catalog
-    from catalog_pools.lookup import load_from_catalog
+    from catalog_pools.catalog.lookup import load_from_catalog
 
     assert catalog_pools.load_from_catalog is load_from_catalog
 
@@ -87,11 +88,14 @@ def test_registered_driver_names() -> None:
 
 def test_opening_reads_no_data(example_env: Path, tmp_path: Path) -> None:
     store = write(predictions(), tmp_path / "p.zarr", "zarr3")
-    cat = write_catalog(tmp_path / "cat.yaml", f"""
+    cat = write_catalog(
+        tmp_path / "cat.yaml",
+        f"""
         metadata: {{site: ecmwf}}
         sources:
           p: {{driver: site_zarr, args: {{urlpath: "{store}"}}}}
-        """)
+        """,
+    )
     ds = open_catalog(cat).p.to_dask()
     # Chunks removed after opening: if opening had read data, values would survive.
     shutil.rmtree(store / "air_pressure" / "c")
@@ -112,8 +116,10 @@ def test_describe_metadata_and_read(example_env: Path) -> None:
 
 
 def test_call_time_chunks_are_honoured(example_env: Path) -> None:
-    for cat in (open_catalog(CATALOGS / "multicloud.yaml"),
-                intake.open_catalog(str(CATALOGS / "multicloud.yaml"))):  # fmt: skip
+    for cat in (
+        open_catalog(CATALOGS / "multicloud.yaml"),
+        intake.open_catalog(str(CATALOGS / "multicloud.yaml")),
+    ):
         default = cat.ecmwf.predictions.to_dask()
         assert default.air_pressure.chunks[2] == (4, 4)  # the store's own chunks
         with warnings.catch_warnings():
@@ -125,8 +131,12 @@ def test_call_time_chunks_are_honoured(example_env: Path) -> None:
         assert catalog_pools.pool_of(by_call) == "ecmwf"
 
 
-FORMATS = [("zarr3", "site_zarr", "x.zarr"), ("zarr2", "site_zarr", "x.zarr"),
-           ("netcdf4", "site_netcdf", "x.nc"), ("netcdf3", "site_netcdf", "x.nc")]  # fmt: skip
+FORMATS = [
+    ("zarr3", "site_zarr", "x.zarr"),
+    ("zarr2", "site_zarr", "x.zarr"),
+    ("netcdf4", "site_netcdf", "x.nc"),
+    ("netcdf3", "site_netcdf", "x.nc"),
+]
 
 
 @pytest.mark.parametrize("fmt,driver,name", FORMATS)
@@ -134,13 +144,16 @@ FORMATS = [("zarr3", "site_zarr", "x.zarr"), ("zarr2", "site_zarr", "x.zarr"),
 def test_local_formats(tmp_path: Path, fmt: str, driver: str, name: str, as_url: bool) -> None:
     path = write(predictions(), tmp_path / name, fmt)
     url = path.as_uri() if as_url else str(path)
-    cat = write_catalog(tmp_path / "cat.yaml", f"""
+    cat = write_catalog(
+        tmp_path / "cat.yaml",
+        f"""
         sources:
           p:
             driver: {driver}
             metadata: {{site: ecmwf}}
             args: {{urlpath: "{url}"}}
-        """)
+        """,
+    )
     ds = open_catalog(cat).p.to_dask()
     assert catalog_pools.pool_of(ds) == "ecmwf"
     xr.testing.assert_equal(ds.compute(), predictions())
@@ -157,11 +170,14 @@ def http_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("fmt,driver,name", FORMATS)
 def test_http_formats(http_root: Path, tmp_path: Path, fmt: str, driver: str, name: str) -> None:
     with http_server(http_root) as base:
-        cat = write_catalog(tmp_path / "cat.yaml", f"""
+        cat = write_catalog(
+            tmp_path / "cat.yaml",
+            f"""
             metadata: {{site: ecmwf}}
             sources:
               p: {{driver: {driver}, args: {{urlpath: "{base}/{fmt}/{name}"}}}}
-            """)
+            """,
+        )
         ds = open_catalog(cat).p.to_dask()
         assert catalog_pools.pool_of(ds) == "ecmwf"
         xr.testing.assert_equal(ds.compute(), predictions())
@@ -169,19 +185,27 @@ def test_http_formats(http_root: Path, tmp_path: Path, fmt: str, driver: str, na
 
 def test_call_time_storage_options_are_honoured(http_root: Path, tmp_path: Path) -> None:
     with http_server(http_root) as base:
-        cat = open_catalog(write_catalog(tmp_path / "cat.yaml", f"""
+        cat = open_catalog(
+            write_catalog(
+                tmp_path / "cat.yaml",
+                f"""
             metadata: {{site: ecmwf}}
             sources:
               p: {{driver: site_zarr, args: {{urlpath: "{base}/zarr3/x.zarr"}}}}
-            """))
+            """,
+            )
+        )
         assert catalog_pools.pool_of(cat.p.to_dask()) == "ecmwf"
         bad = {"client_kwargs": {"no_such_option": 1}}
         with pytest.raises(CatalogError, match=r"entry 'p'.*storage_options"):
             cat.p(storage_options=bad).to_dask()
 
 
-@pytest.mark.skipif(moto_python() is None, reason="moto[server] not installed (pip install "
-                    "'catalog_pools[test]'); s3:// is tested against a local moto server")
+@pytest.mark.skipif(
+    moto_python() is None,
+    reason="moto[server] not installed (pip install "
+    "'catalog_pools[test]'); s3:// is tested against a local moto server",
+)
 def test_s3_with_storage_options(tmp_path: Path) -> None:
     pytest.importorskip("s3fs", reason="s3fs not installed (pip install 'catalog_pools[test]')")
     import s3fs
@@ -190,10 +214,12 @@ def test_s3_with_storage_options(tmp_path: Path) -> None:
         so = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": endpoint}}
         fs = s3fs.S3FileSystem(**so)
         fs.mkdir("ecmwf-bucket")
-        fs.put(str(write(predictions(), tmp_path / "p.zarr", "zarr3")), "ecmwf-bucket/p.zarr",
-               recursive=True)  # fmt: skip
+        fs.put(str(write(predictions(), tmp_path / "p.zarr", "zarr3")), "ecmwf-bucket/p.zarr", recursive=True)
         fs.put(str(write(predictions(), tmp_path / "p.nc", "netcdf4")), "ecmwf-bucket/p.nc")
-        cat = open_catalog(write_catalog(tmp_path / "cat.yaml", f"""
+        cat = open_catalog(
+            write_catalog(
+                tmp_path / "cat.yaml",
+                f"""
             metadata: {{site: ecmwf}}
             sources:
               zarr:
@@ -205,7 +231,9 @@ def test_s3_with_storage_options(tmp_path: Path) -> None:
               nc:
                 driver: site_netcdf
                 args: {{urlpath: s3://ecmwf-bucket/p.nc}}
-            """))
+            """,
+            )
+        )
         ds = cat.zarr.to_dask()
         assert catalog_pools.pool_of(ds) == "ecmwf"
         xr.testing.assert_equal(ds.compute(), predictions())
@@ -219,12 +247,15 @@ def test_intake_xarray_drivers_are_broken_and_replaced(tmp_path: Path) -> None:
     """intake-xarray 2.0.0 is unusable as is; open_catalog opens its entries itself."""
     nc = write(predictions(), tmp_path / "p.nc", "netcdf4")
     store = write(predictions(), tmp_path / "p.zarr", "zarr3")
-    path = write_catalog(tmp_path / "cat.yaml", f"""
+    path = write_catalog(
+        tmp_path / "cat.yaml",
+        f"""
         metadata: {{site: ecmwf}}
         sources:
           nc: {{driver: netcdf, args: {{urlpath: "{nc}", chunks: {{}}}}}}
           zarr: {{driver: zarr, args: {{urlpath: "{store}"}}}}
-        """)
+        """,
+    )
     plain = intake.open_catalog(str(path))
     # If these start failing, intake-xarray was fixed: the workaround may go.
     with pytest.raises(TypeError):  # netCDF4 forced through engine="scipy"
@@ -252,7 +283,9 @@ def nested(tmp_path: Path) -> Path:
     """A top file (default site ecmwf) nesting a file through yaml_file_cat."""
     p = write(predictions(), tmp_path / "data" / "p.zarr", "zarr3")
     o = write(observations(), tmp_path / "data" / "o.zarr", "zarr3")
-    write_catalog(tmp_path / "child.yaml", f"""
+    write_catalog(
+        tmp_path / "child.yaml",
+        f"""
         sources:
           inherited: {{driver: zarr, args: {{urlpath: "{p}"}}}}
           overridden:
@@ -263,14 +296,18 @@ def nested(tmp_path: Path) -> Path:
             driver: zarr
             metadata: {{site: null}}
             args: {{urlpath: "{o}"}}
-        """)
-    return write_catalog(tmp_path / "top.yaml", """
+        """,
+    )
+    return write_catalog(
+        tmp_path / "top.yaml",
+        """
         metadata: {site: ecmwf}
         sources:
           child:
             driver: yaml_file_cat
             args: {path: "{{ CATALOG_DIR }}/child.yaml"}
-        """)
+        """,
+    )
 
 
 def test_file_default_entry_override_and_opt_out_through_nesting(nested: Path) -> None:
@@ -294,14 +331,19 @@ def test_plain_intake_file_default_reaches_nested_site_drivers(nested: Path) -> 
 
 def test_site_from_roots_when_entry_has_none(tmp_path: Path) -> None:
     p = write(predictions(), tmp_path / "ecmwf" / "p.zarr", "zarr3")
-    cat = open_catalog(write_catalog(tmp_path / "cat.yaml", f"""
+    cat = open_catalog(
+        write_catalog(
+            tmp_path / "cat.yaml",
+            f"""
         metadata:
           sites:
             ecmwf: {{roots: ["{{{{ CATALOG_DIR }}}}/ecmwf"]}}
             eumetsat: {{roots: [eumetsat]}}
         sources:
           p: {{driver: zarr, args: {{urlpath: "{p}"}}}}
-        """))
+        """,
+        )
+    )
     assert cat.p.site == "ecmwf"
     assert catalog_pools.pool_of(cat.p.to_dask()) == "ecmwf"
 
@@ -311,11 +353,16 @@ def test_other_drivers_are_pooled_too(tmp_path: Path) -> None:
 
     arr = zarr.create_array(str(tmp_path / "a.zarr"), shape=(4, 4), chunks=(2, 2), dtype="f4")
     arr[:] = 1.0
-    cat = open_catalog(write_catalog(tmp_path / "cat.yaml", f"""
+    cat = open_catalog(
+        write_catalog(
+            tmp_path / "cat.yaml",
+            f"""
         metadata: {{site: eumetsat}}
         sources:
-          arr: {{driver: ndzarr, args: {{urlpath: "{tmp_path / 'a.zarr'}"}}}}
-        """))
+          arr: {{driver: ndzarr, args: {{urlpath: "{tmp_path / "a.zarr"}"}}}}
+        """,
+        )
+    )
     src = cat.arr
     assert isinstance(src, PooledSource) and src.site == "eumetsat"
     x = src.to_dask()
@@ -325,7 +372,9 @@ def test_other_drivers_are_pooled_too(tmp_path: Path) -> None:
 
 def test_getshell_warning_is_filtered(tmp_path: Path, example_env: Path) -> None:
     store = write(predictions(), tmp_path / "p.zarr", "zarr3")
-    cat_path = write_catalog(tmp_path / "cat.yaml", f"""
+    cat_path = write_catalog(
+        tmp_path / "cat.yaml",
+        f"""
         metadata: {{site: ecmwf}}
         sources:
           p:
@@ -333,7 +382,8 @@ def test_getshell_warning_is_filtered(tmp_path: Path, example_env: Path) -> None
             parameters:
               name: {{description: store name, type: str, default: p.zarr}}
             args: {{urlpath: "{store.parent}/{{{{ name }}}}"}}
-        """)
+        """,
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ds = open_catalog(cat_path).p.to_dask()
@@ -351,7 +401,7 @@ def test_open_on_site_needs_a_client(example_env: Path) -> None:
 
 def test_opendap_driver_opens_the_url_pinned(monkeypatch: pytest.MonkeyPatch) -> None:
     """No OPeNDAP server here: check what the driver asks xarray for."""
-    from catalog_pools.drivers import SiteOpenDapSource
+    from catalog_pools.catalog.sources import SiteOpenDapSource
 
     calls: list[tuple[str, dict]] = []
 
@@ -377,7 +427,7 @@ def test_example_catalog_over_http(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         src = cat.ecmwf.predictions_nc
         assert src.urlpath.startswith(f"{base}/catalogs/")
         _assert_example(cat)
-        from catalog_pools.lookup import load_from_catalog
+        from catalog_pools.catalog.lookup import load_from_catalog
 
         # Not an entry: the site comes from the roots, "{{ CATALOG_DIR }}/../data/eumetsat".
         ds = load_from_catalog(f"{base}/data/eumetsat/obs2.zarr", cat)

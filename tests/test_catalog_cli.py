@@ -1,4 +1,5 @@
 """``catalog-pools check`` and the subcommand registration hook."""
+
 from __future__ import annotations
 
 import argparse
@@ -9,11 +10,12 @@ from pathlib import Path
 import pytest
 from catalog_data import CATALOGS, predictions, write, write_catalog, write_site_data
 
-from catalog_pools import cli
+from catalog_pools.cli import app as cli
 
 
-def test_check_example_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                               capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_check_example_catalog(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     write_site_data(tmp_path / "data")
     monkeypatch.setenv("CATALOG_POOLS_DATA", str(tmp_path / "data"))
     assert cli.main(["check", str(CATALOGS / "multicloud.yaml")]) == 0
@@ -24,10 +26,11 @@ def test_check_example_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert "4 of 4 entries OK, 0 problem(s)" in out
 
 
-def test_check_reports_one_line_per_problem(tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_check_reports_one_line_per_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     store = write(predictions(), tmp_path / "p.zarr", "zarr3")
-    path = write_catalog(tmp_path / "cat.yaml", f"""
+    path = write_catalog(
+        tmp_path / "cat.yaml",
+        f"""
         sources:
           good: {{driver: zarr, metadata: {{site: ecmwf}}, args: {{urlpath: "{store}"}}}}
           nosite: {{driver: site_zarr, args: {{urlpath: "{store}"}}}}
@@ -35,7 +38,8 @@ def test_check_reports_one_line_per_problem(tmp_path: Path,
           missing: {{driver: netcdf, metadata: {{site: ecmwf}}, args: {{urlpath: "{tmp_path}/x.nc"}}}}
           badsite: {{driver: zarr, metadata: {{site: "a,b"}}, args: {{urlpath: "{store}"}}}}
           nested: {{driver: site_catalog, args: {{path: "{tmp_path}/none.yaml"}}}}
-        """)
+        """,
+    )
     assert cli.main(["check", str(path)]) == 1
     captured = capsys.readouterr()
     errors = captured.err.strip().splitlines()

@@ -1,4 +1,5 @@
 """Catalog datasets on the real two-site cluster (sites cannot read each other's data)."""
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,7 @@ from catalog_data import observations, predictions, write, write_catalog
 
 import catalog_pools
 from catalog_pools.catalog import open_catalog
-from catalog_pools.catalog_errors import CatalogError
+from catalog_pools.errors import CatalogError
 from catalog_pools.traffic import traffic
 
 pytestmark = pytest.mark.root
@@ -41,30 +42,39 @@ def cluster_catalog(isolated_env: Any) -> Iterator[dict[str, Path]]:
     # Under /tmp and world-readable: an unprivileged client must read the catalog.
     cat_dir = Path(tempfile.mkdtemp(prefix="catalog-pools-cat-", dir="/tmp"))
     cat_dir.chmod(0o755)
-    write_catalog(cat_dir / "ecmwf.yaml", f"""
+    write_catalog(
+        cat_dir / "ecmwf.yaml",
+        f"""
         metadata: {{site: ecmwf}}
         sources:
-          predictions: {{driver: site_zarr, args: {{urlpath: "{paths['predictions']}"}}}}
-          predictions_nc: {{driver: site_netcdf, args: {{urlpath: "{paths['predictions_nc']}"}}}}
-        """)
-    write_catalog(cat_dir / "eumetsat.yaml", f"""
+          predictions: {{driver: site_zarr, args: {{urlpath: "{paths["predictions"]}"}}}}
+          predictions_nc: {{driver: site_netcdf, args: {{urlpath: "{paths["predictions_nc"]}"}}}}
+        """,
+    )
+    write_catalog(
+        cat_dir / "eumetsat.yaml",
+        f"""
         metadata: {{site: eumetsat}}
         sources:
-          observations: {{driver: zarr, args: {{urlpath: "{paths['observations']}"}}}}
-        """)
-    paths["catalog"] = write_catalog(cat_dir / "multicloud.yaml", f"""
+          observations: {{driver: zarr, args: {{urlpath: "{paths["observations"]}"}}}}
+        """,
+    )
+    paths["catalog"] = write_catalog(
+        cat_dir / "multicloud.yaml",
+        f"""
         metadata:
           sites:
-            ecmwf: {{roots: ["{isolated_env.data_dirs['ecmwf']}"]}}
-            eumetsat: {{roots: ["{isolated_env.data_dirs['eumetsat']}"]}}
+            ecmwf: {{roots: ["{isolated_env.data_dirs["ecmwf"]}"]}}
+            eumetsat: {{roots: ["{isolated_env.data_dirs["eumetsat"]}"]}}
         sources:
           ecmwf: {{driver: site_catalog, args: {{path: "{{{{ CATALOG_DIR }}}}/ecmwf.yaml"}}}}
           eumetsat: {{driver: yaml_file_cat, args: {{path: "{{{{ CATALOG_DIR }}}}/eumetsat.yaml"}}}}
           nowhere:
             driver: site_zarr
             metadata: {{site: nowhere}}
-            args: {{urlpath: "{cat_dir / 'nowhere.zarr'}"}}
-        """)
+            args: {{urlpath: "{cat_dir / "nowhere.zarr"}"}}
+        """,
+    )
     try:
         yield paths
     finally:
@@ -75,8 +85,10 @@ def cluster_catalog(isolated_env: Any) -> Iterator[dict[str, Path]]:
 
 def _expected(paths: dict[str, Path]) -> xr.DataArray:
     """The same computation with plain xarray (no dask, no pools) on the same files."""
-    with xr.open_dataset(paths["predictions"], engine="zarr", chunks=None) as p, \
-            xr.open_dataset(paths["observations"], engine="zarr", chunks=None) as o:  # fmt: skip
+    with (
+        xr.open_dataset(paths["predictions"], engine="zarr", chunks=None) as p,
+        xr.open_dataset(paths["observations"], engine="zarr", chunks=None) as o,
+    ):
         return (p.air_pressure.mean("realization").isel(height=1) - o.air_pressure).load()
 
 
@@ -116,8 +128,9 @@ def test_open_on_site(isolated_env: Any, client: Any, cluster_catalog: dict[str,
     cat = open_catalog(cluster_catalog["catalog"])
     ds = cat.ecmwf.predictions(open_on="site").to_dask()
     assert catalog_pools.pool_of(ds) == "ecmwf"
-    np.testing.assert_allclose(float(ds.air_pressure.mean()),
-                               float(predictions().air_pressure.mean()), rtol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        float(ds.air_pressure.mean()), float(predictions().air_pressure.mean()), rtol=1e-6
+    )
     with pytest.raises(CatalogError, match=r"entry 'nowhere'.*no worker of that site.*pool-nowhere"):
         cat.nowhere(open_on="site").to_dask()
 
@@ -138,12 +151,12 @@ def test_client_without_access_opens_metadata_in_the_site(
 
         out = {{"uid": os.getuid()}}
         try:
-            xr.open_dataset({str(cluster_catalog['predictions'])!r}, engine="zarr")
+            xr.open_dataset({str(cluster_catalog["predictions"])!r}, engine="zarr")
             out["direct"] = "opened"
         except PermissionError:
             out["direct"] = "PermissionError"
         with Client({isolated_env.address!r}) as client:
-            cat = open_catalog({str(cluster_catalog['catalog'])!r})
+            cat = open_catalog({str(cluster_catalog["catalog"])!r})
             ds = cat.ecmwf.predictions.to_dask()
             out["site"] = catalog_pools.pool_of(ds)
             out["dims"] = dict(ds.sizes)
@@ -154,11 +167,15 @@ def test_client_without_access_opens_metadata_in_the_site(
     env.update(HOME="/tmp", DASK_TEMPORARY_DIRECTORY="/tmp")
     proc = subprocess.run(
         [runuser, "-u", UNPRIVILEGED_USER, "--", sys.executable, "-c", script],
-        capture_output=True, text=True, timeout=180, cwd="/tmp", env=env,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd="/tmp",
+        env=env,
+    )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, f"client subprocess failed:\n{proc.stderr[-3000:]}"
-    out = json.loads(lines[-1][len("RESULT "):])
+    out = json.loads(lines[-1][len("RESULT ") :])
     assert out["uid"] != 0
     assert out["direct"] == "PermissionError", "premise: this client cannot read the data"
     assert out["site"] == "ecmwf"

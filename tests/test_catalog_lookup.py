@@ -1,4 +1,5 @@
 """load_from_catalog: a path or URL to a pinned dataset; URL normalisation."""
+
 from __future__ import annotations
 
 import os
@@ -20,9 +21,9 @@ from catalog_data import (
 )
 
 import catalog_pools
-from catalog_pools.catalog_errors import CatalogError, UnknownPathError
-from catalog_pools.lookup import load_from_catalog
-from catalog_pools.urls import normalize, normalized_url
+from catalog_pools.catalog.lookup import load_from_catalog
+from catalog_pools.catalog.urls import normalize, normalized_url
+from catalog_pools.errors import CatalogError, UnknownPathError
 
 
 @pytest.fixture
@@ -50,13 +51,16 @@ def test_unnormalised_file_url_under_a_root(example: Path) -> None:
 def test_http_url_under_a_root(tmp_path: Path) -> None:
     write(predictions(), tmp_path / "srv" / "ecmwf" / "p.zarr", "zarr2")
     with http_server(tmp_path / "srv") as base:
-        cat = write_catalog(tmp_path / "cat.yaml", f"""
+        cat = write_catalog(
+            tmp_path / "cat.yaml",
+            f"""
             metadata:
               sites:
-                ecmwf: {{roots: ["{base.replace('http://', 'HTTP://')}/ecmwf/"]}}
+                ecmwf: {{roots: ["{base.replace("http://", "HTTP://")}/ecmwf/"]}}
                 eumetsat: {{roots: ["{base}/eumetsat"]}}
             sources: {{}}
-            """)
+            """,
+        )
         ds = load_from_catalog(f"{base}/eumetsat/../ecmwf//p.zarr", cat)
         assert catalog_pools.pool_of(ds) == "ecmwf"
         xr.testing.assert_equal(ds.compute(), predictions())
@@ -81,24 +85,26 @@ def test_default_catalog_from_dask_config(example: Path) -> None:
 
 def test_default_catalog_from_environment(example: Path) -> None:
     code = (
-        "import catalog_pools.lookup as l; "
+        "import catalog_pools.catalog.lookup as l; "
         f"print(__import__('catalog_pools').pool_of(l.load_from_catalog({str(example / 'ecmwf' / 'predictions.nc')!r})))"
     )
     env = dict(os.environ, DASK_CATALOG_POOLS__DEFAULT_CATALOG=str(CATALOGS / "multicloud.yaml"))
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         timeout=120)  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "ecmwf"
 
 
-@pytest.mark.parametrize("a,b,same", [
-    ("/data/ecmwf/../ecmwf/x.zarr", "file:///data/ecmwf/x.zarr/", True),
-    ("HTTP://Host:80/a//b/", "http://host/a/b", True),
-    ("https://host:443/a", "https://host/a", True),
-    ("s3a://bucket/k", "s3://bucket/k", True),
-    ("s3://Bucket/k", "s3://bucket/k", False),
-    ("http://host:8080/a", "http://host/a", False),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "a,b,same",
+    [
+        ("/data/ecmwf/../ecmwf/x.zarr", "file:///data/ecmwf/x.zarr/", True),
+        ("HTTP://Host:80/a//b/", "http://host/a/b", True),
+        ("https://host:443/a", "https://host/a", True),
+        ("s3a://bucket/k", "s3://bucket/k", True),
+        ("s3://Bucket/k", "s3://bucket/k", False),
+        ("http://host:8080/a", "http://host/a", False),
+    ],
+)
 def test_normalize(a: str, b: str, same: bool) -> None:
     assert (normalize(a) == normalize(b)) is same
 

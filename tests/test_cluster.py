@@ -1,4 +1,5 @@
 """LocalSitesCluster and site isolation: real processes, real users."""
+
 from __future__ import annotations
 
 import os
@@ -17,13 +18,13 @@ import pytest
 from distributed import Client, get_worker
 
 from catalog_pools.cluster import ClusterStartError, LocalSitesCluster
-from catalog_pools.isolation import (
+from catalog_pools.cluster.isolation import (
     ensure_site_user,
     isolation_available,
     make_site_dir,
     site_user,
 )
-from catalog_pools.sites import resource_name
+from catalog_pools.engine.sites import resource_name
 
 
 # Task functions are made by these factories: the scheduler and workers cannot
@@ -110,8 +111,7 @@ def test_worker_resources_are_their_site_pool(sites_env, client) -> None:
 @pytest.mark.parametrize("site", ["ecmwf", "eumetsat"])
 def test_pooled_tasks_run_only_in_their_site(client, site: str) -> None:
     futures = [
-        client.submit(_worker_name_task(), resources={resource_name(site): 0}, pure=False)
-        for _ in range(16)
+        client.submit(_worker_name_task(), resources={resource_name(site): 0}, pure=False) for _ in range(16)
     ]
     names = client.gather(futures)
     assert names and all(n.startswith(f"{site}-") for n in names), names
@@ -187,8 +187,7 @@ def test_invalid_arguments_start_nothing(tmp_path: Path) -> None:
 
 def test_worker_failing_to_start_raises_with_its_log() -> None:
     with pytest.raises(ClusterStartError) as info:
-        LocalSitesCluster({"ecmwf": 1}, worker_extra_args=["--no-such-option"],
-                          startup_timeout=30)
+        LocalSitesCluster({"ecmwf": 1}, worker_extra_args=["--no-such-option"], startup_timeout=30)
     message = str(info.value)
     assert "worker ecmwf-0" in message and "No such option" in message
     log = Path(message.split("; log ", 1)[1].split(",", 1)[0])
@@ -213,10 +212,9 @@ def test_killed_worker_leaves_cluster_usable_and_close_leaves_no_process() -> No
         while len(client.scheduler_info(n_workers=-1)["workers"]) != 2:
             assert time.monotonic() < deadline, "scheduler did not notice the killed worker"
             time.sleep(0.05)
-        names = client.gather([
-            client.submit(_worker_name_task(), resources={"pool-ecmwf": 0}, pure=False)
-            for _ in range(8)
-        ])
+        names = client.gather(
+            [client.submit(_worker_name_task(), resources={"pool-ecmwf": 0}, pure=False) for _ in range(8)]
+        )
         assert set(names) == {"ecmwf-1"}
         assert client.submit(_worker_name_task(), resources={"pool-eumetsat": 0}).result() == "eumetsat-0"
         assert len(cluster.sites["ecmwf"]) == 1
@@ -231,14 +229,14 @@ def test_tls_cluster(tmp_path: Path) -> None:
     # With site users, the certificate files must be readable by them too.
     users = {s: ensure_site_user(s) for s in ("ecmwf", "eumetsat")} if ok else None
     directory = None if ok else tmp_path  # site users cannot enter pytest's tmp_path
-    with LocalSitesCluster({"ecmwf": 1, "eumetsat": 1}, security=True, users=users,
-                           local_directory=directory) as cluster:
+    with LocalSitesCluster(
+        {"ecmwf": 1, "eumetsat": 1}, security=True, users=users, local_directory=directory
+    ) as cluster:
         assert cluster.scheduler_address.startswith("tls://")
         addrs = [a for addrs in cluster.sites.values() for a in addrs]
         assert len(addrs) == 2 and all(a.startswith("tls://") for a in addrs)
         with Client(cluster) as client:
-            assert client.submit(_worker_name_task(), resources={"pool-eumetsat": 0}).result() \
-                == "eumetsat-0"
+            assert client.submit(_worker_name_task(), resources={"pool-eumetsat": 0}).result() == "eumetsat-0"
             # the pooled compute itself, over tls://
             import dask.array as da
             import numpy as np

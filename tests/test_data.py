@@ -1,4 +1,5 @@
 """Synthetic data: determinism, shapes and CF attributes, idempotence."""
+
 from __future__ import annotations
 
 import hashlib
@@ -11,8 +12,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from catalog_pools import data
-from catalog_pools.data import (
+from catalog_pools.datagen import synthetic as data
+from catalog_pools.datagen.synthetic import (
     HEIGHTS,
     N_REALIZATIONS,
     OBSERVATION_HEIGHT_INDEX,
@@ -45,10 +46,21 @@ def test_same_bytes_every_run(small: Path, tmp_path: Path) -> None:
     # The second run goes through the CLI, so the command is exercised too.
     other = tmp_path / "again"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "examples" / "make_data.py"), "--scale", "small",
-         "--root", str(other), "--seed", "0", "--quiet"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(REPO / "examples" / "make_data.py"),
+            "--scale",
+            "small",
+            "--root",
+            str(other),
+            "--seed",
+            "0",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert str(other / "ecmwf" / "predictions.zarr") in proc.stdout
     first, second = checksums(small), checksums(other)
@@ -129,9 +141,7 @@ def test_manifest_and_idempotence(small: Path) -> None:
     assert all(p.exists() for p in paths.values())
 
 
-def test_regenerates_on_other_scale_or_missing_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_regenerates_on_other_scale_or_missing_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(data.SCALES, "tiny", (4, 8))
     monkeypatch.setitem(data.LAT_BLOCKS, "tiny", 1)
     make_data(tmp_path, scale="tiny", progress=False)

@@ -1,4 +1,5 @@
 """The demo, run as users run it (a subprocess), at the small scale."""
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from catalog_pools.data import OBSERVATION_HEIGHT_INDEX, grid
+from catalog_pools.datagen.synthetic import OBSERVATION_HEIGHT_INDEX, grid
 
 REPO = Path(__file__).resolve().parent.parent
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -21,8 +22,16 @@ PNG = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("demo")
-    cmd = [sys.executable, str(REPO / "examples" / "demo.py"), "--scale", "small",
-           "--data", str(tmp / "data"), "--out", str(tmp / "out")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(REPO / "examples" / "demo.py"),
+        "--scale",
+        "small",
+        "--data",
+        str(tmp / "data"),
+        "--out",
+        str(tmp / "out"),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp)
     assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     report = json.loads((tmp / "out" / "report.json").read_text())
@@ -51,10 +60,13 @@ def test_printed_figures_match_the_traffic_report(demo: dict[str, Any]) -> None:
         for m in re.finditer(r"^(\w+)\s+(\d+)\s+(\d+)\s+\S+ \S+ \((\d+) B\)$", stdout, re.M)
     }
     assert rows == {
-        site: (len(report["workers_by_site"][site]), report["tasks_by_site"][site],
-               report["bytes_read_by_site"][site])
+        site: (
+            len(report["workers_by_site"][site]),
+            report["tasks_by_site"][site],
+            report["bytes_read_by_site"][site],
+        )
         for site in ("ecmwf", "eumetsat")
-    }  # fmt: skip
+    }
 
 
 def test_little_crosses_and_each_site_reads_its_own(demo: dict[str, Any]) -> None:
@@ -77,8 +89,7 @@ def test_values_equal_plain_xarray_on_the_netcdf_files(demo: dict[str, Any]) -> 
     pred = xr.open_dataset(data / "ecmwf" / "predictions.nc", chunks={})
     obs = xr.open_dataset(data / "eumetsat" / "observations.nc", chunks={})
     expected = (
-        pred.air_pressure.mean("realization").isel(height=OBSERVATION_HEIGHT_INDEX)
-        - obs.air_pressure
+        pred.air_pressure.mean("realization").isel(height=OBSERVATION_HEIGHT_INDEX) - obs.air_pressure
     ).compute(scheduler="synchronous")
     got = xr.open_dataset(demo["out"] / "difference.nc")["air_pressure_difference"]
     assert got.shape == (18, 36)

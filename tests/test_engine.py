@@ -1,4 +1,5 @@
 """The pool engine on real clusters: scheduler and workers in their own processes."""
+
 from __future__ import annotations
 
 import time
@@ -141,7 +142,7 @@ def test_missing_site_fails_within_the_timeout(client) -> None:
             x.compute()
     assert time.monotonic() - start < 15  # fails, rather than hanging
     message = str(info.value)
-    assert "'nowhere'" in message and 'dask worker' in message and '"pool-nowhere=1"' in message
+    assert "'nowhere'" in message and "dask worker" in message and '"pool-nowhere=1"' in message
     assert client.scheduler.address in message
 
 
@@ -155,7 +156,7 @@ def test_guard_refuses_to_run_outside_the_site(client) -> None:
 
 def test_guarded_graph_whose_restrictions_were_lost_refuses(client) -> None:
     """A pinned graph sent without its restrictions fails in the guard, never reads."""
-    from catalog_pools.optimize import optimize_pooled
+    from catalog_pools.engine.optimize import optimize_pooled
 
     with pool("ecmwf"):
         x = da.arange(100, chunks=50) + 1
@@ -209,7 +210,9 @@ def test_in_process_cluster_shares_config_and_still_pins() -> None:
         ran = Counter(sites[r["worker"]] for r in stream.data)
         assert set(ran) == {"ecmwf", "eumetsat"}
         # b's creation (``ones`` fused into ``mul``) and its rechunk stay at eumetsat
-        made_b = {sites[r["worker"]] for r in stream.data if "mul" in str(r["key"]) or "rechunk" in str(r["key"])}
+        made_b = {
+            sites[r["worker"]] for r in stream.data if "mul" in str(r["key"]) or "rechunk" in str(r["key"])
+        }
         assert made_b == {"eumetsat"}
         made_a = {sites[r["worker"]] for r in stream.data if "arange" in str(r["key"])}
         assert made_a == {"ecmwf"}

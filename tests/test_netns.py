@@ -8,6 +8,7 @@ inside namespaces this test creates; the root namespace only runs ``ip``,
 ``iptables`` and ``tc`` and never sends to a site address (checked by the root
 guard counter). Takes a few seconds.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -50,9 +51,7 @@ def test_setup_route_count_shape_teardown(tmp_path: Path) -> None:
     topo = netns.Topology(["sitea", "siteb", "client"], base="10.251")
     with topo:
         # Namespaces exist: router + one per node.
-        assert sorted(topo.namespaces()) == sorted(
-            [topo.router_ns] + [n.ns for n in topo.node.values()]
-        )
+        assert sorted(topo.namespaces()) == sorted([topo.router_ns] + [n.ns for n in topo.node.values()])
         # No default route anywhere; router has only lo + one veth per node.
         topo.check_isolation()
         fwd = topo.exec("sitea", ["sysctl", "-n", "net.ipv4.ip_forward"]).strip()
@@ -61,9 +60,21 @@ def test_setup_route_count_shape_teardown(tmp_path: Path) -> None:
         a, b = topo.node["sitea"], topo.node["siteb"]
         server = topo.popen(
             "sitea",
-            [sys.executable, "-m", "benchmarks.httpserve", "--dir", str(data), "--bind", a.ip,
-             "--port", "8000", "--max-seconds", "60"],
-            stdout=subprocess.PIPE, cwd=str(ROOT),
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.httpserve",
+                "--dir",
+                str(data),
+                "--bind",
+                a.ip,
+                "--port",
+                "8000",
+                "--max-seconds",
+                "60",
+            ],
+            stdout=subprocess.PIPE,
+            cwd=str(ROOT),
         )
         assert server.stdout is not None
         assert server.stdout.readline().decode().startswith("ready")
@@ -104,10 +115,9 @@ def test_setup_route_count_shape_teardown(tmp_path: Path) -> None:
 
 def test_teardown_on_error() -> None:
     topo = netns.Topology(["x1", "x2"], base="10.252")
-    with pytest.raises(ZeroDivisionError):
-        with topo:
-            proc = topo.popen("x1", ["sleep", "30"])
-            1 / 0  # noqa: B018
+    with pytest.raises(ZeroDivisionError), topo:
+        proc = topo.popen("x1", ["sleep", "30"])
+        1 / 0  # noqa: B018
     assert proc.poll() is not None
     assert not topo.namespaces()
     assert topo.tag + "-guard" not in _guard_rules()
@@ -123,9 +133,21 @@ def test_nfqueue_delay(tmp_path: Path) -> None:
         a = topo.node["d1"]
         srv = topo.popen(
             "d1",
-            [sys.executable, "-m", "benchmarks.httpserve", "--dir", str(tmp_path), "--bind", a.ip,
-             "--port", "8000", "--max-seconds", "60"],
-            stdout=subprocess.PIPE, cwd=str(ROOT),
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.httpserve",
+                "--dir",
+                str(tmp_path),
+                "--bind",
+                a.ip,
+                "--port",
+                "8000",
+                "--max-seconds",
+                "60",
+            ],
+            stdout=subprocess.PIPE,
+            cwd=str(ROOT),
         )
         assert srv.stdout is not None and srv.stdout.readline().startswith(b"ready")
         url = f"http://{a.ip}:8000/f"

@@ -1,4 +1,5 @@
 """The pooled optimizers, in-process: pins survive fusion, values are unchanged."""
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,8 @@ from dask.base import collections_to_expr
 
 import catalog_pools
 from catalog_pools import pool, pool_of, pools_in, propagate_pools
-from catalog_pools.optimize import PoolOptimizer
-from catalog_pools.sites import sites_of_resources
+from catalog_pools.engine.optimize import PoolOptimizer
+from catalog_pools.engine.sites import sites_of_resources
 
 
 def optimized(*collections):
@@ -40,9 +41,8 @@ def test_real_site_names_work(site: str) -> None:
 
 @pytest.mark.parametrize("site", ["", " ", "ecmwf ", "a,b", "a=b", "pool'x", "-lead", 3])
 def test_invalid_site_names_are_refused(site: object) -> None:
-    with pytest.raises(ValueError, match="site"):
-        with pool(site):  # type: ignore[arg-type]
-            pass
+    with pytest.raises(ValueError, match="site"), pool(site):  # type: ignore[arg-type]
+        pass
 
 
 def test_dask_default_loses_pins_in_fusion() -> None:
@@ -77,16 +77,14 @@ def test_pooled_values_equal_numpy_without_a_cluster() -> None:
     big, small = two_site_arrays()
     expected = (np.arange(64 * 64).reshape(64, 64) * 2.0).sum(axis=0) + 1
     np.testing.assert_array_equal((big.sum(axis=0) + small).compute(), expected)
-    np.testing.assert_array_equal(
-        (big.sum(axis=0) + small).compute(scheduler="sync"), expected
-    )
+    np.testing.assert_array_equal((big.sum(axis=0) + small).compute(scheduler="sync"), expected)
 
 
 def test_unpooled_graphs_are_left_to_dask() -> None:
     x = da.ones((8, 8), chunks=4).sum(axis=0)
     graph, annotations = optimized(x)
     assert "pool" not in annotations
-    assert not any(getattr(t, "func", None) is catalog_pools.guard.run_in_site for t in graph.values())
+    assert not any(getattr(t, "func", None) is catalog_pools.engine.guard.run_in_site for t in graph.values())
 
 
 def test_pinned_tasks_are_guarded() -> None:
@@ -94,10 +92,10 @@ def test_pinned_tasks_are_guarded() -> None:
         x = da.ones(8, chunks=4) + 1
     graph, _ = optimized(x)
     funcs = {getattr(t, "func", None) for t in graph.values()}
-    assert catalog_pools.guard.run_in_site in funcs
+    assert catalog_pools.engine.guard.run_in_site in funcs
     with dask.config.set({"catalog_pools.guard": False}):
         graph, _ = optimized(x)
-    assert catalog_pools.guard.run_in_site not in {getattr(t, "func", None) for t in graph.values()}
+    assert catalog_pools.engine.guard.run_in_site not in {getattr(t, "func", None) for t in graph.values()}
 
 
 def test_propagation_can_be_switched_off() -> None:

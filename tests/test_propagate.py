@@ -1,4 +1,5 @@
 """Propagation rules on hand-built graphs (no Dask needed)."""
+
 from __future__ import annotations
 
 import os
@@ -7,7 +8,7 @@ import sys
 
 import pytest
 
-from catalog_pools.propagate import assign_sites, choose_site, topological_order
+from catalog_pools.engine.placement import assign_sites, choose_site, topological_order
 
 
 def test_single_site_chain_stays_in_site() -> None:
@@ -48,14 +49,16 @@ def test_ties_break_by_site_name() -> None:
 
 def test_ties_are_the_same_for_every_hash_seed() -> None:
     code = (
-        "from catalog_pools.propagate import assign_sites;"
+        "from catalog_pools.engine.placement import assign_sites;"
         "deps={'x':set(),'y':set(),'z':set(),'j':{'x','y','z'}};"
         "print(assign_sites(deps,{'x':'site-x','y':'site-y','z':'site-a'})['j'])"
     )
     seen = set()
     for seed in ("0", "1", "2", "12345", "random"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
         seen.add(out.stdout.strip())
     assert seen == {"site-a"}
 

@@ -1,4 +1,5 @@
 """The README's example runs as written."""
+
 from __future__ import annotations
 
 import os
@@ -7,14 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from catalog_pools.data import make_data
+from catalog_pools.datagen.synthetic import make_data
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def test_readme_ten_lines_run(tmp_path: Path) -> None:
     text = (REPO / "README.md").read_text()
-    section = text[text.index("## Ten lines"):]
+    section = text[text.index("## Ten lines") :]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)  # type: ignore[union-attr]
     make_data(tmp_path / "data", scale="small", progress=False)
     env = {**os.environ, "CATALOG_POOLS_DATA": str(tmp_path / "data")}

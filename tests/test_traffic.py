@@ -1,4 +1,5 @@
 """Traffic report: exact bytes between sites, tasks per site, reads, picture."""
+
 from __future__ import annotations
 
 import collections
@@ -12,8 +13,8 @@ from dask.sizeof import sizeof
 from distributed import Client
 
 from catalog_pools import pool
-from catalog_pools.data import OBSERVATION_HEIGHT_INDEX, grid, make_data
-from catalog_pools.traffic import CLIENT, _since, traffic
+from catalog_pools.datagen.synthetic import OBSERVATION_HEIGHT_INDEX, grid, make_data
+from catalog_pools.traffic.report import CLIENT, _since, traffic
 
 N = 100_000  # float64 elements: 800_000 bytes
 # Task functions come from numpy: the workers cannot import this test module.
@@ -58,9 +59,7 @@ def test_cross_site_bytes_exact(client: Client) -> None:
 def test_within_site_transfer_is_not_cross_site(client: Client) -> None:
     w1, w2 = site_workers(client)["ecmwf"][:2]
     with traffic(client) as t:
-        a = client.submit(
-            make, N, dtype="float64", workers=[w1], allow_other_workers=False, pure=False
-        )
+        a = client.submit(make, N, dtype="float64", workers=[w1], allow_other_workers=False, pure=False)
         b = client.submit(consume, a, workers=[w2], allow_other_workers=False, pure=False)
         b.result()
     assert t.by_site_pair[("ecmwf", "ecmwf")] == 800_000
@@ -135,7 +134,7 @@ def test_xarray_compute_reads_in_site_and_moves_little(
 
 def test_getters_restored_and_report_filled_on_error(client: Client) -> None:
     def wrapped() -> bool:
-        import dask.array.core as core
+        from dask.array import core
 
         return any(
             getattr(getattr(core, n), "_catalog_pools_counting", False)

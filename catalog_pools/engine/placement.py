@@ -4,6 +4,7 @@ Pure functions over plain mappings, so the rules can be tested on hand-built
 graphs and reused by the optimizer (one graph) and the scheduler plugin
 (tasks that depend on data already on the cluster).
 """
+
 from __future__ import annotations
 
 import logging
@@ -110,4 +111,3 @@ def assign_sites(
         if len(users) == 1 and None not in users:
             sites[key] = users.pop()  # type: ignore[assignment]
     return sites
-

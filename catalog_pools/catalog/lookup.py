@@ -11,6 +11,7 @@ else the site roots declared in catalog metadata::
 Paths and URLs are compared after normalisation (absolute, ``..`` resolved,
 scheme aliases and default ports unified), component by component.
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,11 +22,11 @@ from urllib.parse import urlsplit
 
 import dask
 
-from .catalog import SiteCatalog, all_catalogs, open_catalog, walk_entries
-from .catalog_errors import CatalogError, UnknownPathError
-from .drivers import SiteNetCDFSource, SiteXarraySource, SiteZarrSource
-from .site_resolution import catalog_file, site_of_location, site_roots
+from ..errors import CatalogError, UnknownPathError
+from .siting import catalog_file, site_of_location, site_roots
+from .sources import SiteNetCDFSource, SiteXarraySource, SiteZarrSource
 from .urls import has_protocol, local_path, normalize
+from .yaml_catalog import SiteCatalog, all_catalogs, open_catalog, walk_entries
 
 logger = logging.getLogger(__name__)
 
@@ -34,9 +35,11 @@ ENV_VAR = "DASK_CATALOG_POOLS__DEFAULT_CATALOG"
 
 _NETCDF_SUFFIXES = {".nc", ".nc3", ".nc4", ".netcdf", ".cdf", ".h5", ".hdf5", ".he5"}
 _FORMATS: dict[str, type[SiteXarraySource]] = {
-    "zarr": SiteZarrSource, "site_zarr": SiteZarrSource,
-    "netcdf": SiteNetCDFSource, "site_netcdf": SiteNetCDFSource,
-}  # fmt: skip
+    "zarr": SiteZarrSource,
+    "site_zarr": SiteZarrSource,
+    "netcdf": SiteNetCDFSource,
+    "site_netcdf": SiteNetCDFSource,
+}
 
 
 def _catalog(catalog: Any) -> Any:

@@ -3,6 +3,7 @@
 A site ``ecmwf`` is served by workers started with
 ``dask worker ADDR --resources "pool-ecmwf=1"``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -36,9 +37,7 @@ def validate_site(site: object) -> str:
         of a Dask worker resource name (``,``, ``=``, quotes, ...).
     """
     if not isinstance(site, str):
-        raise ValueError(
-            f"site must be a string such as 'ecmwf', got {type(site).__name__} {site!r}"
-        )
+        raise ValueError(f"site must be a string such as 'ecmwf', got {type(site).__name__} {site!r}")
     if not _SITE_RE.match(site):
         raise ValueError(
             f"invalid site name {site!r}: use letters, digits, '_', '-' or '.', "
@@ -55,7 +54,7 @@ def resource_name(site: str) -> str:
 def site_of_resource(name: str) -> str | None:
     """Inverse of :func:`resource_name`; ``None`` for non-pool resources."""
     if name.startswith(RESOURCE_PREFIX) and len(name) > len(RESOURCE_PREFIX):
-        return name[len(RESOURCE_PREFIX):]
+        return name[len(RESOURCE_PREFIX) :]
     return None
 
 

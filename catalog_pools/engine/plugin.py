@@ -1,4 +1,5 @@
 """Scheduler plugin: site propagation across graphs, and no hanging on a missing site."""
+
 from __future__ import annotations
 
 import logging
@@ -10,29 +11,14 @@ from typing import Any
 import dask
 from distributed.diagnostics.plugin import SchedulerPlugin
 
+from ..errors import SiteUnavailableError
 from .optimize import WAIT_ANNOTATION
-from .propagate import assign_sites
-from .sites import ANNOTATION, resource_name, sites_of_resources, worker_command
+from .placement import assign_sites
+from .sites import ANNOTATION, resource_name, sites_of_resources
 
 logger = logging.getLogger(__name__)
 
 PLUGIN_NAME = "catalog-pools"
-
-
-class SiteUnavailableError(RuntimeError):
-    """No connected worker belongs to the site a task is pinned to."""
-
-    def __init__(self, site: str, key: str, waited: float, address: str = "SCHEDULER_ADDRESS") -> None:
-        self.site, self.key, self.waited, self.address = site, key, waited, address
-        super().__init__(
-            f"no worker of site {site!r} is connected, so task {key} (pinned to "
-            f"{site!r}) cannot run; waited {waited:g} s "
-            "(dask config 'catalog_pools.no-worker-timeout'). Add a worker to the "
-            f"site with: {worker_command(site, address)}"
-        )
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.site, self.key, self.waited, self.address))
 
 
 def _task_site(ts: Any) -> str | None:
@@ -113,7 +99,9 @@ class PoolsSchedulerPlugin(SchedulerPlugin):
             threads = sum(ws.nthreads for ws in workers)
             start = 0
             for i, ws in enumerate(workers):
-                stop = len(tasks) if i == len(workers) - 1 else start + round(len(tasks) * ws.nthreads / threads)
+                stop = (
+                    len(tasks) if i == len(workers) - 1 else start + round(len(tasks) * ws.nthreads / threads)
+                )
                 for ts in tasks[start:stop]:
                     ts.worker_restrictions = {ws.address}
                     self._co_assigned[ts.key] = ws.address
@@ -131,7 +119,9 @@ class PoolsSchedulerPlugin(SchedulerPlugin):
             if ts.state == "no-worker":
                 recommendations[key] = "processing"
         if recommendations:
-            logger.info("%d loads co-assigned to %s go to other workers of their site", len(recommendations), worker)
+            logger.info(
+                "%d loads co-assigned to %s go to other workers of their site", len(recommendations), worker
+            )
             scheduler.transitions(recommendations, stimulus_id=f"catalog-pools-freed-{time.time()}")
 
     def transition(self, key: Hashable, start: str, finish: str, *args: Any, **kwargs: Any) -> None:

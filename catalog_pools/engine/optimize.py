@@ -8,6 +8,7 @@ them, they are pickled with the graph and run wherever the graph is
 materialized. For a graph with no pooled layer they defer to dask's own
 optimizer unchanged.
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,7 +22,7 @@ import dask
 import numpy as np
 
 from .guard import guard_task
-from .propagate import assign_sites
+from .placement import assign_sites
 from .sites import ANNOTATION, resource_name, site_of_resource
 
 logger = logging.getLogger(__name__)
@@ -48,9 +49,7 @@ def _pin_of(annotations: Mapping[str, Any]) -> tuple[bool, str | None]:
     """Whether a task's annotations pin it, and to which site (``None``: opted out)."""
     if ANNOTATION in annotations:
         return True, annotations[ANNOTATION]
-    found = sorted(
-        s for s in map(site_of_resource, annotations.get("resources") or {}) if s is not None
-    )
+    found = sorted(s for s in map(site_of_resource, annotations.get("resources") or {}) if s is not None)
     if len(found) > 1:
         logger.warning("task pinned to several sites %s; using %r", found, found[0])
     return (True, found[0]) if found else (False, None)
@@ -93,13 +92,9 @@ def _read_layers(
     return annotations, sizes
 
 
-def _final_annotations(
-    base: Mapping[str, Any], site: str | None, wait: float | None
-) -> dict[str, Any]:
+def _final_annotations(base: Mapping[str, Any], site: str | None, wait: float | None) -> dict[str, Any]:
     out = dict(base)
-    resources = {
-        r: q for r, q in (out.pop("resources", None) or {}).items() if site_of_resource(r) is None
-    }
+    resources = {r: q for r, q in (out.pop("resources", None) or {}).items() if site_of_resource(r) is None}
     out.pop(ANNOTATION, None)
     out.pop(WAIT_ANNOTATION, None)
     if site is not None:
@@ -239,9 +234,7 @@ def optimize_pooled(
     out_site: dict[Hashable, str | None] = {}
     for site, part in partitions.items():
         if fuse:
-            boundary = {
-                k for k in part if k in requested or any(sites.get(c) != site for c in dependents[k])
-            }
+            boundary = {k for k in part if k in requested or any(sites.get(c) != site for c in dependents[k])}
             part = fuse_linear_task_spec(part, keys=boundary)
             if kind == "array":
                 part = _optimize_slices(part)
@@ -275,7 +268,7 @@ def _spread_layer_pins(hlg: Any) -> Any:
 
     from dask.highlevelgraph import HighLevelGraph
 
-    from .propagate import topological_order
+    from .placement import topological_order
 
     layers = dict(hlg.layers)
     changed = False
@@ -355,4 +348,3 @@ def _optimize_slices(dsk: dict[Hashable, Any]) -> dict[Hashable, Any]:
 def optimizers() -> dict[str, PoolOptimizer]:
     """The config entries that install the pooled optimizers."""
     return {"array_optimize": PoolOptimizer("array"), "delayed_optimize": PoolOptimizer("delayed")}
-

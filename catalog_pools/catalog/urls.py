@@ -6,6 +6,7 @@
 components, never on raw string prefixes (``/data/ecmwf2`` is not under
 ``/data/ecmwf``).
 """
+
 from __future__ import annotations
 
 import logging

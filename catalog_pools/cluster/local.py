@@ -15,6 +15,7 @@ Examples
 ...         Client(cluster) as client:  # doctest: +SKIP
 ...     print(cluster.sites)
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -42,8 +43,9 @@ from distributed import Security
 from distributed.core import rpc
 from distributed.deploy.spec import ProcessInterface, SpecCluster
 
+from ..engine.sites import resource_name, sites_of_resources, validate_site
+from ..errors import ClusterStartError
 from .isolation import open_to_site_users
-from .sites import resource_name, sites_of_resources, validate_site
 
 logger = logging.getLogger(__name__)
 
@@ -85,10 +87,6 @@ def _parent_death_hook() -> Callable[[], None] | None:
 
 
 _PREEXEC = _parent_death_hook()
-
-
-class ClusterStartError(RuntimeError):
-    """A scheduler or worker process of a :class:`LocalSitesCluster` failed to start."""
 
 
 def _log_tail(path: Path, n: int = _LOG_TAIL_LINES) -> str:
@@ -224,8 +222,7 @@ class _CLIProcess(ProcessInterface):
     def _failure(self, what: str) -> ClusterStartError:
         self.failed = True
         return ClusterStartError(
-            f"{self.label} {what}; log {self.log_path}, last lines:\n"
-            f"{_log_tail(self.log_path)}"
+            f"{self.label} {what}; log {self.log_path}, last lines:\n{_log_tail(self.log_path)}"
         )
 
     @property
@@ -240,17 +237,23 @@ class _CLIProcess(ProcessInterface):
 
     async def close(self) -> None:
         if self.popen is not None:
-            await asyncio.get_running_loop().run_in_executor(
-                None, _kill_group, self.popen, self.stop_grace
-            )
+            await asyncio.get_running_loop().run_in_executor(None, _kill_group, self.popen, self.stop_grace)
         await super().close()
 
 
 def _tls_args(tls: Mapping[str, str] | None) -> list[str]:
     if not tls:
         return []
-    return ["--protocol", "tls", "--tls-ca-file", tls["ca"], "--tls-cert", tls["cert"],
-            "--tls-key", tls["key"]]
+    return [
+        "--protocol",
+        "tls",
+        "--tls-ca-file",
+        tls["ca"],
+        "--tls-cert",
+        tls["cert"],
+        "--tls-key",
+        tls["key"],
+    ]
 
 
 class SiteScheduler(_CLIProcess):
@@ -275,11 +278,26 @@ class SiteScheduler(_CLIProcess):
         startup_timeout: float = 60,
     ) -> None:
         d = Path(directory)
-        super().__init__(label="scheduler", log_path=d / "logs" / "scheduler.log", env=env,
-                         cwd=d, startup_timeout=startup_timeout)
+        super().__init__(
+            label="scheduler",
+            log_path=d / "logs" / "scheduler.log",
+            env=env,
+            cwd=d,
+            startup_timeout=startup_timeout,
+        )
         self.scheduler_file = d / "scheduler.json"
-        argv = [*prefix, sys.executable, "-m", _SCHEDULER_MODULE, "--host", host,
-                "--port", str(port), "--scheduler-file", str(self.scheduler_file)]
+        argv = [
+            *prefix,
+            sys.executable,
+            "-m",
+            _SCHEDULER_MODULE,
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--scheduler-file",
+            str(self.scheduler_file),
+        ]
         for mod in preload:
             argv += ["--preload", mod]
         argv += ["--dashboard-address", ":0"] if dashboard else ["--no-dashboard"]
@@ -339,20 +357,41 @@ class SiteWorker(_CLIProcess):
         self.scheduler = scheduler
         self.security = security or Security()
         self.local_directory = d / "workers" / name
-        super().__init__(label=f"worker {name} (site {site}{', user ' + user if user else ''})",
-                         log_path=d / "logs" / f"{name}.log", env=env,
-                         cwd=self.local_directory, startup_timeout=startup_timeout)
+        super().__init__(
+            label=f"worker {name} (site {site}{', user ' + user if user else ''})",
+            log_path=d / "logs" / f"{name}.log",
+            env=env,
+            cwd=self.local_directory,
+            startup_timeout=startup_timeout,
+        )
         runuser = shutil.which("runuser") or shutil.which("runuser", path="/usr/sbin:/sbin")
         runas = [runuser or "runuser", "-u", user, "--"] if user else []
         self.argv = [
-            *prefix, *runas, sys.executable, "-m", _WORKER_MODULE, scheduler,
-            "--name", name, "--resources", f"{resource_name(site)}=1",
-            "--nthreads", str(nthreads), "--memory-limit", str(memory_limit),
-            "--host", host, "--local-directory", str(self.local_directory),
-            "--no-dashboard", "--nanny" if nanny else "--no-nanny",
+            *prefix,
+            *runas,
+            sys.executable,
+            "-m",
+            _WORKER_MODULE,
+            scheduler,
+            "--name",
+            name,
+            "--resources",
+            f"{resource_name(site)}=1",
+            "--nthreads",
+            str(nthreads),
+            "--memory-limit",
+            str(memory_limit),
+            "--host",
+            host,
+            "--local-directory",
+            str(self.local_directory),
+            "--no-dashboard",
+            "--nanny" if nanny else "--no-nanny",
             # A worker whose scheduler vanished (test process killed hard) exits.
-            "--death-timeout", str(max(30, int(startup_timeout))),
-            *_tls_args(tls), *extra_args,
+            "--death-timeout",
+            str(max(30, int(startup_timeout))),
+            *_tls_args(tls),
+            *extra_args,
         ]
 
     async def start(self) -> None:
@@ -374,8 +413,7 @@ class SiteWorker(_CLIProcess):
                 if time.monotonic() > deadline:
                     self.kill()
                     raise self._failure(
-                        f"did not connect to the scheduler {self.scheduler} within "
-                        f"{self.startup_timeout} s"
+                        f"did not connect to the scheduler {self.scheduler} within {self.startup_timeout} s"
                     )
                 with contextlib.suppress(OSError, asyncio.TimeoutError):
                     ident = await asyncio.wait_for(comm.identity(n_workers=-1), 5)
@@ -409,16 +447,35 @@ def _write_tls_files(directory: Path, security: Security | None) -> tuple[Securi
             raise RuntimeError("security=True needs the 'openssl' command to make certificates")
         cert, key = directory / "cert.pem", directory / "key.pem"
         subprocess.run(
-            [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-             "-out", str(cert), "-days", "2", "-subj", "/CN=catalog-pools-local"],
-            check=True, capture_output=True,
+            [
+                openssl,
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                str(key),
+                "-out",
+                str(cert),
+                "-days",
+                "2",
+                "-subj",
+                "/CN=catalog-pools-local",
+            ],
+            check=True,
+            capture_output=True,
         )
         for p in (cert, key):
             # Site users run the workers; all processes here belong to one test run.
             p.chmod(0o644)
         files = {"ca": str(cert), "cert": str(cert), "key": str(key)}
-        sec = Security(tls_ca_file=files["ca"], tls_client_cert=files["cert"],
-                       tls_client_key=files["key"], require_encryption=True)
+        sec = Security(
+            tls_ca_file=files["ca"],
+            tls_client_cert=files["cert"],
+            tls_client_key=files["key"],
+            require_encryption=True,
+        )
         return sec, files
 
     def as_file(value: str | None, fname: str) -> str | None:
@@ -430,10 +487,10 @@ def _write_tls_files(directory: Path, security: Security | None) -> tuple[Securi
         return str(path)
 
     ca = as_file(security.tls_ca_file, "ca.pem")
-    cert = as_file(security.tls_worker_cert or security.tls_scheduler_cert
-                   or security.tls_client_cert, "cert.pem")
-    key = as_file(security.tls_worker_key or security.tls_scheduler_key
-                  or security.tls_client_key, "key.pem")
+    cert = as_file(
+        security.tls_worker_cert or security.tls_scheduler_cert or security.tls_client_cert, "cert.pem"
+    )
+    key = as_file(security.tls_worker_key or security.tls_scheduler_key or security.tls_client_key, "key.pem")
     if not (ca and cert):
         raise ValueError("security must give at least tls_ca_file and a certificate")
     # The key may be inside the certificate file.
@@ -458,7 +515,7 @@ class LocalSitesCluster(SpecCluster):
         ``--memory-limit`` of each worker (``"2GiB"``, bytes, ``"auto"``).
     users
         Unix user per site: that site's workers run as ``runuser -u USER --``
-        (see :mod:`catalog_pools.isolation`). Sites not listed run as the caller.
+        (see :mod:`catalog_pools.cluster.isolation`). Sites not listed run as the caller.
     prefixes
         argv prefix per site, e.g. ``["ip", "netns", "exec", "site-ecmwf"]``.
     scheduler_prefix
@@ -539,18 +596,23 @@ class LocalSitesCluster(SpecCluster):
         self.users = dict(users or {})
         self.prefixes = {s: list(p) for s, p in (prefixes or {}).items()}
         self.worker_hosts = dict(worker_hosts or {})
-        for what, mapping in (("users", self.users), ("prefixes", self.prefixes),
-                              ("worker_hosts", self.worker_hosts)):
+        for what, mapping in (
+            ("users", self.users),
+            ("prefixes", self.prefixes),
+            ("worker_hosts", self.worker_hosts),
+        ):
             unknown = set(mapping) - set(self.site_counts)
             if unknown:
-                raise ValueError(f"{what} names unknown sites {sorted(unknown)}; "
-                                 f"sites are {sorted(self.site_counts)}")
+                raise ValueError(
+                    f"{what} names unknown sites {sorted(unknown)}; sites are {sorted(self.site_counts)}"
+                )
         for user in self.users.values():
             try:
                 pwd.getpwnam(user)
             except KeyError:
-                raise ValueError(f"no such user {user!r} (see catalog_pools.isolation."
-                                 "ensure_site_user)") from None
+                raise ValueError(
+                    f"no such user {user!r} (see catalog_pools.cluster.isolation.ensure_site_user)"
+                ) from None
         if self.users and os.geteuid() != 0:
             raise PermissionError("users= needs root (workers start with runuser)")
 
@@ -572,8 +634,7 @@ class LocalSitesCluster(SpecCluster):
         sec: Security
         if security is True:
             sec, tls = _write_tls_files(d / "tls", None)
-        elif isinstance(security, Security) and (security.require_encryption
-                                                  or security.tls_ca_file):
+        elif isinstance(security, Security) and (security.require_encryption or security.tls_ca_file):
             sec, tls = _write_tls_files(d / "tls", security)
         elif isinstance(security, Security):
             sec = security
@@ -585,10 +646,16 @@ class LocalSitesCluster(SpecCluster):
         scheduler = {
             "cls": SiteScheduler,
             "options": {
-                "host": host, "port": scheduler_port, "directory": str(d), "env": proc_env,
-                "preload": list(preload), "dashboard": dashboard,
-                "prefix": list(scheduler_prefix or ()), "tls": tls,
-                "extra_args": list(scheduler_extra_args), "startup_timeout": startup_timeout,
+                "host": host,
+                "port": scheduler_port,
+                "directory": str(d),
+                "env": proc_env,
+                "preload": list(preload),
+                "dashboard": dashboard,
+                "prefix": list(scheduler_prefix or ()),
+                "tls": tls,
+                "extra_args": list(scheduler_extra_args),
+                "startup_timeout": startup_timeout,
             },
         }
         workers: dict[str, dict[str, Any]] = {}
@@ -598,19 +665,33 @@ class LocalSitesCluster(SpecCluster):
                 workers[wname] = {
                     "cls": SiteWorker,
                     "options": {
-                        "name": wname, "site": site, "directory": str(d), "env": proc_env,
-                        "nthreads": threads_per_worker, "memory_limit": memory_limit,
+                        "name": wname,
+                        "site": site,
+                        "directory": str(d),
+                        "env": proc_env,
+                        "nthreads": threads_per_worker,
+                        "memory_limit": memory_limit,
                         "host": self.worker_hosts.get(site, host),
-                        "user": self.users.get(site), "prefix": self.prefixes.get(site, []),
-                        "nanny": nanny, "tls": tls, "security": sec,
+                        "user": self.users.get(site),
+                        "prefix": self.prefixes.get(site, []),
+                        "nanny": nanny,
+                        "tls": tls,
+                        "security": sec,
                         "extra_args": list(worker_extra_args),
                         "startup_timeout": startup_timeout,
                     },
                 }
         try:
-            super().__init__(workers=workers, scheduler=scheduler, worker=None,
-                             security=sec, asynchronous=asynchronous, loop=loop,
-                             name=name or "LocalSitesCluster", silence_logs=False)
+            super().__init__(
+                workers=workers,
+                scheduler=scheduler,
+                worker=None,
+                security=sec,
+                asynchronous=asynchronous,
+                loop=loop,
+                name=name or "LocalSitesCluster",
+                silence_logs=False,
+            )
         except Exception as e:
             self._keep_directory = True
             self._hard_kill()
@@ -628,8 +709,11 @@ class LocalSitesCluster(SpecCluster):
             raise
         # Return only once our own view (scheduler_info, fed by the scheduler's
         # worker-status stream) lists every running worker: `sites` reads it.
-        wanted = {n for n, w in self.workers.items()
-                  if isinstance(w, SiteWorker) and w.alive and n in self.worker_spec}
+        wanted = {
+            n
+            for n, w in self.workers.items()
+            if isinstance(w, SiteWorker) and w.alive and n in self.worker_spec
+        }
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             seen = {str(w.get("name")) for w in self.scheduler_info["workers"].values()}
@@ -675,8 +759,11 @@ class LocalSitesCluster(SpecCluster):
 
         This is the process that runs tasks, or its nanny with ``nanny=True``.
         """
-        return {n: w.pid for n, w in sorted(self.workers.items())
-                if isinstance(w, SiteWorker) and w.alive and w.pid is not None}
+        return {
+            n: w.pid
+            for n, w in sorted(self.workers.items())
+            if isinstance(w, SiteWorker) and w.alive and w.pid is not None
+        }
 
     @property
     def log_directory(self) -> Path:
@@ -731,8 +818,7 @@ class LocalSitesCluster(SpecCluster):
             site = ",".join(sites_of_resources(w.get("resources"))) or "-"
             proc = self.workers.get(name)
             user = getattr(proc, "user", None) or "-"
-            rows.append((site, name, addr, user, getattr(proc, "pid", None),
-                         int(w.get("nthreads", 0))))
+            rows.append((site, name, addr, user, getattr(proc, "pid", None), int(w.get("nthreads", 0))))
         return sorted(rows)
 
     def __repr__(self) -> str:
@@ -745,9 +831,11 @@ class LocalSitesCluster(SpecCluster):
         info = getattr(self, "scheduler_info", None) or {}
         ws = list(dict(info.get("workers", {})).values())
         mem = sum(int(w.get("memory_limit") or 0) for w in ws)
-        return (f"{type(self).__name__}({addr!r}, {', '.join(parts)}, "
-                f"threads={sum(int(w.get('nthreads', 0)) for w in ws)}, "
-                f"memory={format_bytes(mem)})")
+        return (
+            f"{type(self).__name__}({addr!r}, {', '.join(parts)}, "
+            f"threads={sum(int(w.get('nthreads', 0)) for w in ws)}, "
+            f"memory={format_bytes(mem)})"
+        )
 
     def _repr_html_(self, cluster_status: Any = None) -> str:
         addr = html.escape(str(getattr(self.scheduler, "address", None)))

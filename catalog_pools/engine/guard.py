@@ -1,32 +1,14 @@
 """Refuse to run a pinned task on a worker of another site."""
+
 from __future__ import annotations
 
 import logging
 from typing import Any
 
+from ..errors import ForeignSiteError
 from .sites import resource_name, sites_of_resources
 
 logger = logging.getLogger(__name__)
-
-
-class ForeignSiteError(RuntimeError):
-    """A task pinned to one site started on a worker of another site."""
-
-    def __init__(self, site: str, worker: str, worker_sites: list[str]) -> None:
-        self.site = site
-        self.worker = worker
-        self.worker_sites = worker_sites
-        where = ", ".join(worker_sites) if worker_sites else "no site"
-        super().__init__(
-            f"task pinned to site {site!r} started on worker {worker} ({where}); "
-            f"refusing to read {site!r} data from outside the site. The task's "
-            f"restriction to resource {resource_name(site)!r} was lost on the way "
-            "to the scheduler: check that catalog_pools is installed on the "
-            "scheduler and that 'array.query-planning' is off."
-        )
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.site, self.worker, self.worker_sites))
 
 
 def check_site(site: str) -> None:
@@ -49,7 +31,7 @@ def check_site(site: str) -> None:
 class _Sealed:
     """Carries a task as plain data, so dask does not execute it as an argument."""
 
-    __slots__ = ("task", "keys")
+    __slots__ = ("keys", "task")
 
     def __init__(self, task: Any, keys: tuple[Any, ...]) -> None:
         self.task = task

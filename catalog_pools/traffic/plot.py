@@ -1,4 +1,5 @@
 """Pictures: the traffic between sites, and a map of a 2-D field (matplotlib, Agg)."""
+
 from __future__ import annotations
 
 import logging
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from dask.utils import format_bytes
 
 if TYPE_CHECKING:
-    from .traffic import Traffic
+    from .report import Traffic
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ def _figure(**kwargs: Any) -> Any:
 
 def site_colours(sites: list[str]) -> dict[str, str]:
     """A stable colour per site (sorted order), the client grey."""
-    from .traffic import CLIENT
+    from .report import CLIENT
 
     colours = {s: _PALETTE[i % len(_PALETTE)] for i, s in enumerate(sorted(sites))}
     colours[CLIENT] = _CLIENT_COLOUR
@@ -36,7 +37,7 @@ def site_colours(sites: list[str]) -> dict[str, str]:
 
 
 def _flow_panel(ax: Any, t: Traffic, colours: dict[str, str]) -> None:
-    from .traffic import CLIENT
+    from .report import CLIENT
 
     sites = t.sites
     n = len(sites)
@@ -49,10 +50,7 @@ def _flow_panel(ax: Any, t: Traffic, colours: dict[str, str]) -> None:
     reads = t.bytes_read_by_site
     for s in sites:
         x, y = pos[s]
-        label = (
-            f"{s}\n{len(t.workers_by_site.get(s, ()))} workers, "
-            f"{t.tasks_by_site.get(s, 0)} tasks"
-        )
+        label = f"{s}\n{len(t.workers_by_site.get(s, ()))} workers, {t.tasks_by_site.get(s, 0)} tasks"
         if reads is not None:
             label += f"\nread {format_bytes(reads.get(s, 0))}"
         within = t.by_site_pair.get((s, s), 0)
@@ -76,17 +74,33 @@ def _flow_panel(ax: Any, t: Traffic, colours: dict[str, str]) -> None:
         width = 1.0 + 7.0 * math.log1p(nbytes) / math.log1p(biggest)
         colour = _CLIENT_COLOUR if dst == CLIENT else _CROSS
         ax.annotate(
-            "", xy=(x1, y1), xytext=(x0, y0),
-            arrowprops={"arrowstyle": "-|>", "lw": width, "color": colour,
-                        "shrinkA": 28, "shrinkB": 28, "mutation_scale": 18,
-                        "connectionstyle": f"arc3,rad={bend}"},
-        )  # fmt: skip
+            "",
+            xy=(x1, y1),
+            xytext=(x0, y0),
+            arrowprops={
+                "arrowstyle": "-|>",
+                "lw": width,
+                "color": colour,
+                "shrinkA": 28,
+                "shrinkB": 28,
+                "mutation_scale": 18,
+                "connectionstyle": f"arc3,rad={bend}",
+            },
+        )
         mx, my = (x0 + x1) / 2, (y0 + y1) / 2
         dx, dy = x1 - x0, y1 - y0
         ox, oy = -dy * bend * 0.55, dx * bend * 0.55
-        ax.text(mx + ox, my + oy, format_bytes(nbytes), ha="center", va="center", fontsize=10,
-                color=colour, weight="bold",
-                bbox={"boxstyle": "round", "fc": "white", "ec": colour, "alpha": 0.9})  # fmt: skip
+        ax.text(
+            mx + ox,
+            my + oy,
+            format_bytes(nbytes),
+            ha="center",
+            va="center",
+            fontsize=10,
+            color=colour,
+            weight="bold",
+            bbox={"boxstyle": "round", "fc": "white", "ec": colour, "alpha": 0.9},
+        )
     ax.set_xlim(0, 1)
     ax.set_ylim(-0.15, 1.0)
     ax.set_aspect("equal")
@@ -111,23 +125,23 @@ def _square(xy: tuple[float, float], half: float, colour: str) -> Any:
 
 
 def _timeline_panel(ax: Any, t: Traffic, colours: dict[str, str]) -> None:
-    from .traffic import CLIENT, NO_SITE
+    from .report import CLIENT, NO_SITE
 
     lanes: list[tuple[str, str]] = [("client", CLIENT)]
     for site in t.sites:
         for w in sorted(t.workers_by_site.get(site, ())):
             lanes.append((w, site))
     index = {w: i for i, (w, _) in enumerate(lanes)}
-    starts = [
-        ss["start"] for rec in t.tasks for ss in rec.get("startstops", ()) if ss.get("start")
-    ]
+    starts = [ss["start"] for rec in t.tasks for ss in rec.get("startstops", ()) if ss.get("start")]
     starts += [tr.start for tr in t.transfers if tr.start]
     t0 = min(starts) if starts else 0.0
     crossing = [tr for tr in t.transfers if tr.src != tr.dst]
     # Zero-length records (data nodes, aliases) can carry odd times: scale the
     # axis to real work and transfers.
     ends = [
-        ss["stop"] for rec in t.tasks for ss in rec.get("startstops", ())
+        ss["stop"]
+        for rec in t.tasks
+        for ss in rec.get("startstops", ())
         if ss.get("stop") and ss["stop"] > ss.get("start", ss["stop"])
     ] + [tr.stop for tr in crossing if tr.stop]
     if ends:
@@ -141,9 +155,16 @@ def _timeline_panel(ax: Any, t: Traffic, colours: dict[str, str]) -> None:
         for ss in rec.get("startstops", ()):
             if ss.get("action") != "compute":
                 continue
-            ax.barh(lane, max(ss["stop"] - ss["start"], 1e-3), left=ss["start"] - t0,
-                    height=0.6, color=colours.get(site, "black"), alpha=0.85,
-                    edgecolor="black", linewidth=0.3)  # fmt: skip
+            ax.barh(
+                lane,
+                max(ss["stop"] - ss["start"], 1e-3),
+                left=ss["start"] - t0,
+                height=0.6,
+                color=colours.get(site, "black"),
+                alpha=0.85,
+                edgecolor="black",
+                linewidth=0.3,
+            )
     for tr in crossing:
         src = index.get(tr.src_worker)
         dst = index.get(tr.dst_worker) if tr.dst_worker else index["client"]
@@ -151,15 +172,16 @@ def _timeline_panel(ax: Any, t: Traffic, colours: dict[str, str]) -> None:
             continue
         colour = _CLIENT_COLOUR if tr.dst == CLIENT else _CROSS
         x = tr.stop - t0
-        ax.annotate("", xy=(x, dst), xytext=(x, src),
-                    arrowprops={"arrowstyle": "-|>", "color": colour, "lw": 1.2, "alpha": 0.8})
+        ax.annotate(
+            "",
+            xy=(x, dst),
+            xytext=(x, src),
+            arrowprops={"arrowstyle": "-|>", "color": colour, "lw": 1.2, "alpha": 0.8},
+        )
         if len(crossing) <= 3:  # beyond that the labels only overlap
-            ax.text(x, (src + dst) / 2, " " + format_bytes(tr.nbytes), fontsize=7,
-                    color=colour, va="center")  # fmt: skip
+            ax.text(x, (src + dst) / 2, " " + format_bytes(tr.nbytes), fontsize=7, color=colour, va="center")
     ax.set_yticks(range(len(lanes)))
-    ax.set_yticklabels(
-        ["client"] + [f"{site}  {w.rsplit(':', 1)[-1]}" for w, site in lanes[1:]], fontsize=8
-    )
+    ax.set_yticklabels(["client"] + [f"{site}  {w.rsplit(':', 1)[-1]}" for w, site in lanes[1:]], fontsize=8)
     for label, (_, site) in zip(ax.get_yticklabels(), lanes):
         label.set_color(colours.get(site, "black"))
     ax.invert_yaxis()
@@ -206,8 +228,15 @@ def plot_map(field: Any, path: Path, title: str, cmap: str = "RdBu_r") -> Path:
     limit = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 1.0
     fig = _figure(figsize=(10, 5))
     ax = fig.subplots()
-    mesh = ax.pcolormesh(field["longitude"].values, field["latitude"].values, values,
-                         cmap=cmap, vmin=-limit, vmax=limit, shading="auto")  # fmt: skip
+    mesh = ax.pcolormesh(
+        field["longitude"].values,
+        field["latitude"].values,
+        values,
+        cmap=cmap,
+        vmin=-limit,
+        vmax=limit,
+        shading="auto",
+    )
     units = field.attrs.get("units", "")
     fig.colorbar(mesh, ax=ax, label=f"{field.name or ''} [{units}]".strip())
     ax.set_xlabel("longitude [degrees_east]")

@@ -1,12 +1,15 @@
 """Putting catalog_pools in place on a Dask cluster, from the client side."""
+
 from __future__ import annotations
 
 import logging
 import weakref
+from types import TracebackType
 from typing import Any
 
 import dask
 
+from ..errors import SchedulerSetupError
 from .optimize import activate, optimizers
 from .plugin import PLUGIN_NAME, PoolsSchedulerPlugin
 
@@ -14,10 +17,6 @@ logger = logging.getLogger(__name__)
 
 PRELOAD = "catalog_pools.preload"
 _installed: weakref.WeakSet[Any] = weakref.WeakSet()
-
-
-class SchedulerSetupError(RuntimeError):
-    """The scheduler cannot run catalog_pools (usually: not installed there)."""
 
 
 def use_pooled_optimizers() -> None:
@@ -31,8 +30,9 @@ def use_pooled_optimizers() -> None:
     for key, value in current.items():
         if value is not None and type(value).__name__ != "PoolOptimizer":
             logger.warning(
-                "dask config %r is set to %r; catalog_pools leaves it alone, so pins "
-                "may be lost in fusion", key, value
+                "dask config %r is set to %r; catalog_pools leaves it alone, so pins may be lost in fusion",
+                key,
+                value,
             )
     if updates:
         dask.config.set(updates)
@@ -106,3 +106,40 @@ async def install_async(client: Any) -> None:
         plugin=dumps(PoolsSchedulerPlugin()), name=PLUGIN_NAME, idempotent=True
     )
     _installed.add(client)
+
+
+class propagate_pools:  # noqa: N801 - lower case, as in the 2022 API
+    """Give downstream tasks the site of their pooled inputs.
+
+    Propagation is on by default; this exists for parity with code written for
+    dask-worker-pools. Call it once to switch propagation on (or off with
+    ``enabled=False``) for the session, or use it as a context manager to
+    change it for a block.
+
+    Parameters
+    ----------
+    enabled
+        Whether to propagate sites when pooled collections are computed.
+
+    Examples
+    --------
+    >>> with propagate_pools(False):   # doctest: +SKIP
+    ...     x.compute()                # only the load tasks are pinned
+    """
+
+    def __init__(self, enabled: bool = True) -> None:
+        use_pooled_optimizers()
+        install_on_default_client()
+        self._previous = dask.config.get("catalog_pools.propagate", True)
+        dask.config.set({"catalog_pools.propagate": bool(enabled)})
+
+    def __enter__(self) -> propagate_pools:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        dask.config.set({"catalog_pools.propagate": self._previous})

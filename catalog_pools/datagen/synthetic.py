@@ -35,6 +35,7 @@ Every value is a pure function of ``(seed, height, realization)``, generated one
 member at a time (bounded memory: one ``33 x nlat x nlon`` slab), so files are
 byte-identical between runs.
 """
+
 from __future__ import annotations
 
 import json
@@ -58,10 +59,40 @@ MANIFEST = "manifest.json"
 
 #: The 33 height levels (m), 5 m to 6 km.
 HEIGHTS: tuple[float, ...] = (
-    5, 10, 20, 30, 50, 75, 100, 150, 200, 250, 300, 400, 500, 600, 700, 800,
-    1000, 1250, 1500, 1750, 2000, 2250, 2500, 2750, 3000, 3250, 3500, 3750, 4000,
-    4500, 5000, 5500, 6000,
-)  # fmt: skip
+    5,
+    10,
+    20,
+    30,
+    50,
+    75,
+    100,
+    150,
+    200,
+    250,
+    300,
+    400,
+    500,
+    600,
+    700,
+    800,
+    1000,
+    1250,
+    1500,
+    1750,
+    2000,
+    2250,
+    2500,
+    2750,
+    3000,
+    3250,
+    3500,
+    3750,
+    4000,
+    4500,
+    5000,
+    5500,
+    6000,
+)
 N_REALIZATIONS = 18
 #: Height index the observations correspond to (300 m).
 OBSERVATION_HEIGHT_INDEX = 10
@@ -234,22 +265,25 @@ def _coords(g: Grid) -> dict[str, tuple[tuple[str, ...], np.ndarray, dict[str, s
         "height": (
             ("height",),
             np.asarray(HEIGHTS, dtype="float32"),
-            {"standard_name": "height", "long_name": "height above ground", "units": "m",
-             "positive": "up", "axis": "Z"},
+            {
+                "standard_name": "height",
+                "long_name": "height above ground",
+                "units": "m",
+                "positive": "up",
+                "axis": "Z",
+            },
         ),
         "latitude": (
             ("latitude",),
             g.latitude,
-            {"standard_name": "latitude", "long_name": "latitude", "units": "degrees_north",
-             "axis": "Y"},
+            {"standard_name": "latitude", "long_name": "latitude", "units": "degrees_north", "axis": "Y"},
         ),
         "longitude": (
             ("longitude",),
             g.longitude,
-            {"standard_name": "longitude", "long_name": "longitude", "units": "degrees_east",
-             "axis": "X"},
+            {"standard_name": "longitude", "long_name": "longitude", "units": "degrees_east", "axis": "X"},
         ),
-    }  # fmt: skip
+    }
 
 
 _VAR_ATTRS = {"standard_name": "air_pressure", "long_name": "Air pressure", "units": "Pa"}
@@ -287,9 +321,7 @@ def _template(kind: str, g: Grid, seed: int) -> Any:
     )
     if kind == "observations":
         height = coords["height"]
-        ds = ds.assign_coords(
-            height=((), height[1][OBSERVATION_HEIGHT_INDEX], height[2])
-        )
+        ds = ds.assign_coords(height=((), height[1][OBSERVATION_HEIGHT_INDEX], height[2]))
     return ds
 
 
@@ -306,8 +338,9 @@ def _write_zarr(path: Path, kind: str, g: Grid, seed: int, slabs: Iterator[tuple
         # xarray reads it fine and it saves a listing per open.
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
         # compute=False writes metadata and coordinates only; data goes in below.
-        ds.to_zarr(path, mode="w", compute=False, consolidated=True,
-                   encoding={"air_pressure": {"chunks": chunks}})
+        ds.to_zarr(
+            path, mode="w", compute=False, consolidated=True, encoding={"air_pressure": {"chunks": chunks}}
+        )
     array = zarr.open_array(store=str(path), path="air_pressure", mode="r+")
     for index, values in slabs:
         array[index] = values
@@ -328,8 +361,14 @@ def _write_netcdf(path: Path, kind: str, g: Grid, seed: int, slabs: Iterator[tup
             v[...] = coord.values
         var = ds["air_pressure"]
         out = nc.createVariable(
-            "air_pressure", "f4", var.dims, zlib=True, complevel=1, shuffle=True,
-            chunksizes=chunks, fill_value=np.float32(np.nan),
+            "air_pressure",
+            "f4",
+            var.dims,
+            zlib=True,
+            complevel=1,
+            shuffle=True,
+            chunksizes=chunks,
+            fill_value=np.float32(np.nan),
         )
         attrs = dict(var.attrs)
         if kind == "observations":
@@ -349,12 +388,18 @@ def _manifest(g: Grid, seed: int) -> dict[str, Any]:
         "scale": g.scale,
         "seed": seed,
         "grid": {"latitude": g.nlat, "longitude": g.nlon},
-        "predictions": {"shape": list(g.prediction_shape), "chunks": list(g.prediction_chunks),
-                        "nbytes": g.prediction_nbytes},
-        "observations": {"shape": [g.nlat, g.nlon], "chunks": list(g.observation_chunks),
-                         "nbytes": g.observation_nbytes},
+        "predictions": {
+            "shape": list(g.prediction_shape),
+            "chunks": list(g.prediction_chunks),
+            "nbytes": g.prediction_nbytes,
+        },
+        "observations": {
+            "shape": [g.nlat, g.nlon],
+            "chunks": list(g.observation_chunks),
+            "nbytes": g.observation_nbytes,
+        },
         "files": dict(SITE_FILES),
-    }  # fmt: skip
+    }
 
 
 def read_manifest(root: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -429,8 +474,14 @@ def make_data(
     logger.info("generating %s data (seed %d) under %s", scale, seed, root)
 
     total = 2 * (g.prediction_nbytes + g.observation_nbytes)
-    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-              desc=f"make_data {scale}", disable=not progress) as bar:  # fmt: skip
+    with tqdm(
+        total=total,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=f"make_data {scale}",
+        disable=not progress,
+    ) as bar:
 
         def prediction_slabs() -> Iterator[tuple[Any, np.ndarray]]:
             for r in range(N_REALIZATIONS):
@@ -462,25 +513,3 @@ def make_data(
     os.replace(tmp_manifest, root / MANIFEST)
     logger.info("wrote %s", ", ".join(str(p) for p in paths.values()))
     return paths
-
-
-def _register_cli() -> None:
-    from .cli import register_command
-
-    @register_command("make-data", "generate the synthetic ECMWF/EUMETSAT data (see examples/make_data.py)")
-    def setup(parser: Any) -> Any:
-        parser.add_argument("--scale", choices=sorted(SCALES), default="demo",
-                            help="small (tests), demo (default) or seed (2.7 GiB)")  # fmt: skip
-        parser.add_argument("--root", default="data", help="data root (default: ./data)")
-        parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-        parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-        def run(args: Any) -> int:
-            for name, path in make_data(args.root, args.scale, args.seed, not args.quiet).items():
-                print(f"{name:18s} {path}")
-            return 0
-
-        return run
-
-
-_register_cli()

@@ -1,15 +1,16 @@
 """Site-aware intake catalogs: ``open_catalog`` and the ``site_catalog`` driver.
 
 :func:`open_catalog` reads an intake v1 YAML catalog and pins every entry that
-declares a site (see :mod:`catalog_pools.site_resolution`) to that site,
+declares a site (see :mod:`catalog_pools.catalog.siting`) to that site,
 through nested catalogs. Entries written for intake-xarray (``driver: zarr``,
 ``netcdf``, ``opendap``) are opened by this package's drivers instead, and
 nested ``yaml_file_cat`` catalogs become :class:`SiteCatalog` too, so an
 existing catalog becomes pooled by adding ``metadata: {site: ...}``.
 
-Problems in a catalog raise :class:`~catalog_pools.catalog_errors.CatalogError`
+Problems in a catalog raise :class:`~catalog_pools.errors.CatalogError`
 naming the file and the entry.
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,22 +25,22 @@ import yaml
 from intake.catalog.local import CatalogParser, LocalCatalogEntry, YAMLFileCatalog
 from intake.source import get_plugin_class, registry
 
-from .catalog_errors import (
+from ..engine.pools import pool
+from ..engine.sites import validate_site
+from ..errors import (
     CatalogError,
     DataNotFoundError,
     SiteConflictError,
     UnknownDriverError,
 )
-from .drivers import DRIVERS, SiteXarraySource
-from .pools import pool
-from .site_resolution import (
+from .siting import (
     UNSET,
     catalog_file,
     entry_label,
     resolve_site,
     site_roots,
 )
-from .sites import validate_site
+from .sources import DRIVERS, SiteXarraySource
 from .urls import normalized_url
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ _CATALOG_CLASS = "catalog_pools.catalog.SiteCatalog"
 #: Driver names (and class paths) that open_catalog swaps for this package's classes.
 REPLACED_DRIVERS: dict[str, str] = {
     **{
-        alias: f"catalog_pools.drivers.{cls.__name__}"
+        alias: f"catalog_pools.catalog.sources.{cls.__name__}"
         for cls in DRIVERS.values()
         for alias in (cls.name, *cls.replaces)
     },
@@ -162,9 +163,11 @@ class SiteCatalogEntry(LocalCatalogEntry):
             return source
         args = self._open_args if isinstance(self._open_args, Mapping) else {}
         decision = resolve_site(
-            name=self._name, metadata=self._metadata, catalog=self._catalog,
+            name=self._name,
+            metadata=self._metadata,
+            catalog=self._catalog,
             urlpath=args.get("urlpath"),
-        )  # fmt: skip
+        )
         return PooledSource(source, decision.site)
 
 
@@ -253,9 +256,7 @@ class SiteCatalog(YAMLFileCatalog):
                 )
             for key in ("args", "metadata"):
                 if spec.get(key) is not None and not isinstance(spec[key], dict):
-                    raise CatalogError(
-                        f"`{key}:` must be a mapping, got {spec[key]!r}", file, str(name)
-                    )
+                    raise CatalogError(f"`{key}:` must be a mapping, got {spec[key]!r}", file, str(name))
             spec = dict(spec)
             originals[name] = spec["driver"]
             if isinstance(spec["driver"], str):
@@ -280,9 +281,7 @@ class SiteCatalog(YAMLFileCatalog):
         from intake.catalog.local import UserParameter
 
         shared = metadata.get("parameters", {}) or {}
-        self.user_parameters.update(
-            {name: UserParameter(name, **attrs) for name, attrs in shared.items()}
-        )
+        self.user_parameters.update({name: UserParameter(name, **attrs) for name, attrs in shared.items()})
         self.metadata = {**(self.metadata or {}), **metadata}
         self.name = self.name or data.get("name") or self.name_from_path
         self.description = self.description or data.get("description")

@@ -15,6 +15,7 @@ the lazy dataset comes back to the client and its load tasks stay pinned.
 ``"site"``
     always open on a worker of the site (needs a distributed Client).
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,10 +25,10 @@ from typing import Any
 
 import dask
 
-from .catalog_errors import CatalogError, DataNotFoundError
-from .install import install_on_default_client
-from .pools import pool
-from .sites import resource_name, worker_command, worker_sites
+from ..engine.install import install_on_default_client
+from ..engine.pools import pool
+from ..engine.sites import resource_name, worker_command, worker_sites
+from ..errors import CatalogError, DataNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +66,13 @@ def open_in_site(opener: Callable[..., Any], site: str | None, kwargs: Mapping[s
 
 
 def _open_on_worker(
-    client: Any, opener: Callable[..., Any], site: str, kwargs: Mapping[str, Any], what: str,
-    file: str | None, entry: str | None,
+    client: Any,
+    opener: Callable[..., Any],
+    site: str,
+    kwargs: Mapping[str, Any],
+    what: str,
+    file: str | None,
+    entry: str | None,
 ) -> Any:
     if site not in set(worker_sites(client).values()):
         raise CatalogError(
@@ -79,7 +85,12 @@ def _open_on_worker(
     key = f"catalog-pools-open-{site}-{uuid.uuid4().hex}"
     logger.debug("opening %s on a worker of site %s (key %s)", what, site, key)
     future = client.submit(
-        open_in_site, opener, site, dict(kwargs), key=key, pure=False,
+        open_in_site,
+        opener,
+        site,
+        dict(kwargs),
+        key=key,
+        pure=False,
         resources={resource_name(site): 0},
     )
     try:
@@ -163,7 +174,10 @@ def open_pinned(
         ) from local_error
     logger.info(
         "%s not readable here (%s: %s); opening it on a worker of site %s",
-        what, type(local_error).__name__, local_error, site,
+        what,
+        type(local_error).__name__,
+        local_error,
+        site,
     )
     try:
         return _open_on_worker(client, opener, site, kwargs, what, file, entry)

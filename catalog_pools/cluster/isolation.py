@@ -5,6 +5,7 @@ site's workers run as that user (``runuser -u cp-<site> -- dask worker ...``), s
 worker of another site that tries to read the data gets ``PermissionError``
 instead of quietly succeeding. Everything here needs root.
 """
+
 from __future__ import annotations
 
 import functools
@@ -17,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .sites import validate_site
+from ..engine.sites import validate_site
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ def site_user(site: str) -> str:
     Parameters
     ----------
     site
-        A valid site name, see :func:`catalog_pools.sites.validate_site`.
+        A valid site name, see :func:`catalog_pools.engine.sites.validate_site`.
 
     Returns
     -------
@@ -93,8 +94,17 @@ def ensure_site_user(site: str) -> str:
         (p for p in ("/usr/sbin/nologin", "/sbin/nologin", "/bin/false") if os.path.exists(p)),
         "/bin/false",
     )
-    cmd = [useradd, "--system", "--no-create-home", "--home-dir", "/nonexistent",
-           "--shell", nologin, "--user-group", user]
+    cmd = [
+        useradd,
+        "--system",
+        "--no-create-home",
+        "--home-dir",
+        "/nonexistent",
+        "--shell",
+        nologin,
+        "--user-group",
+        user,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     # Another process (a parallel test run) may have created it in the meantime.
     if proc.returncode != 0 and not _user_exists(user):
@@ -223,8 +233,7 @@ def isolation_available(site: str = "probe") -> tuple[bool, str]:
         return False, f"cannot create a site user: {e}"
     cmd = [runuser, "-u", user, "--", sys.executable, "-c", "import catalog_pools"]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd="/",
-                              check=False)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd="/", check=False)
     except subprocess.TimeoutExpired:
         return False, f"{' '.join(cmd)} timed out"
     if proc.returncode != 0:

@@ -16,6 +16,7 @@ Each format only says how to open (a static ``_open``); the shared behaviour
 those force ``engine="scipy"`` on netCDF4 files, ignore call-time arguments and
 have no ``.metadata``.
 """
+
 from __future__ import annotations
 
 import glob
@@ -26,9 +27,9 @@ from typing import Any, ClassVar
 
 from intake.source.base import DataSource, Schema
 
-from .catalog_errors import CatalogError
+from ..errors import CatalogError
 from .opening import OPEN_ON_CHOICES, open_on_policy, open_pinned
-from .site_resolution import (
+from .siting import (
     UNSET,
     SiteDecision,
     catalog_file,
@@ -78,7 +79,7 @@ class SiteXarraySource(DataSource):
         there too.
     open_on
         ``"auto"``, ``"client"`` or ``"site"``: where metadata is read (see
-        :mod:`catalog_pools.opening`); default from dask config
+        :mod:`catalog_pools.catalog.opening`); default from dask config
         ``catalog_pools.open-on``.
     site
         Site hosting the data, overriding catalog declarations (for use
@@ -184,8 +185,7 @@ class SiteXarraySource(DataSource):
         so = self.storage_options
         if so is not None and not isinstance(so, Mapping):
             raise self._error(
-                f"storage_options must be a mapping of fsspec options such as "
-                f"{{anon: true}}, got {so!r}"
+                f"storage_options must be a mapping of fsspec options such as {{anon: true}}, got {so!r}"
             )
         first = url if isinstance(url, str) else url[0]
         if so and local_path(first) is not None:
@@ -264,8 +264,12 @@ class SiteXarraySource(DataSource):
         try:
             desc = dict(self.entry.describe())
         except AttributeError:
-            desc = {"name": self.name, "container": self.container, "driver": type(self).name,
-                    "args": {"urlpath": self.urlpath}}  # fmt: skip
+            desc = {
+                "name": self.name,
+                "container": self.container,
+                "driver": type(self).name,
+                "args": {"urlpath": self.urlpath},
+            }
         try:
             desc["site"] = self.site
         except CatalogError as exc:  # describe() must work on a broken entry too
@@ -323,8 +327,9 @@ class SiteNetCDFSource(SiteXarraySource):
     name = "site_netcdf"
     replaces = ("netcdf", "intake_xarray.netcdf.NetCDFSource", "intake_xarray.NetCDFSource")
 
-    def __init__(self, urlpath: str | list[str], *args: Any, path_as_pattern: Any = True,
-                 **kwargs: Any) -> None:  # fmt: skip
+    def __init__(
+        self, urlpath: str | list[str], *args: Any, path_as_pattern: Any = True, **kwargs: Any
+    ) -> None:
         if isinstance(path_as_pattern, str) or (
             path_as_pattern is True and isinstance(urlpath, str) and "{" in urlpath
         ):
@@ -345,8 +350,7 @@ class SiteNetCDFSource(SiteXarraySource):
             if not paths:
                 raise FileNotFoundError(f"no file matches {urlpath}")
             if has_protocol(paths[0]):
-                xarray_kwargs = {"engine": "h5netcdf", **xarray_kwargs,
-                                 "storage_options": storage_options}  # fmt: skip
+                xarray_kwargs = {"engine": "h5netcdf", **xarray_kwargs, "storage_options": storage_options}
             return xr.open_mfdataset(paths, chunks=chunks, **xarray_kwargs)
         if (path := local_path(urlpath)) is not None:
             return xr.open_dataset(path, chunks=chunks, **xarray_kwargs)
@@ -375,8 +379,9 @@ class SiteOpenDapSource(SiteXarraySource):
     name = "site_opendap"
     replaces = ("opendap", "intake_xarray.opendap.OpenDapSource", "intake_xarray.OpenDapSource")
 
-    def __init__(self, urlpath: str, *args: Any, engine: str = "netcdf4", auth: Any = None,
-                 **kwargs: Any) -> None:  # fmt: skip
+    def __init__(
+        self, urlpath: str, *args: Any, engine: str = "netcdf4", auth: Any = None, **kwargs: Any
+    ) -> None:
         if auth is not None:
             raise NotImplementedError(
                 "OPeNDAP auth is not supported by site_opendap; pass credentials in the URL"

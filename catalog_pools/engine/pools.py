@@ -1,4 +1,5 @@
 """``pool(site)``: pin the Dask tasks created in a block to one site's workers."""
+
 from __future__ import annotations
 
 import contextlib
@@ -8,13 +9,10 @@ from typing import Any
 
 import dask
 
+from ..errors import QueryPlanningError
 from .sites import ANNOTATION, resource_name, site_of_resource, validate_site
 
 logger = logging.getLogger(__name__)
-
-
-class QueryPlanningError(RuntimeError):
-    """Array query planning is on: construction-time pins would be lost."""
 
 
 def check_query_planning() -> None:
@@ -42,11 +40,7 @@ def pool_annotations(site: str | None, current: dict[str, Any] | None = None) ->
     resource is replaced, so a task never needs two sites.
     """
     current = current if current is not None else dask.get_annotations()
-    resources = {
-        k: v
-        for k, v in (current.get("resources") or {}).items()
-        if site_of_resource(k) is None
-    }
+    resources = {k: v for k, v in (current.get("resources") or {}).items() if site_of_resource(k) is None}
     if site is not None:
         # Quantity 0: only workers supplying the resource qualify, but the
         # resource never caps how many pooled tasks run at once.

@@ -13,6 +13,7 @@ Declarations, most specific first:
 A declared site that disagrees with the root holding the urlpath is an error,
 as are two disagreeing declarations at the same level.
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,8 +24,8 @@ from typing import Any
 
 import yaml
 
-from .catalog_errors import CatalogError, MissingSiteError, SiteConflictError
-from .sites import validate_site
+from ..engine.sites import validate_site
+from ..errors import CatalogError, MissingSiteError, SiteConflictError
 from .urls import Location, has_protocol, normalize
 
 logger = logging.getLogger(__name__)
@@ -150,8 +151,8 @@ def _as_roots(value: Any, site: str, file: str | None) -> list[str]:
     if not isinstance(roots, list) or not all(isinstance(r, str) for r in roots):
         raise CatalogError(
             f"metadata.sites.{site} must be a mapping with `roots:` a list of path or "
-            f"URL prefixes, e.g. `{site}: {{roots: [\"/data/{site}\", "
-            f"\"s3://{site}-bucket/\"]}}`; got {value!r}",
+            f'URL prefixes, e.g. `{site}: {{roots: ["/data/{site}", '
+            f'"s3://{site}-bucket/"]}}`; got {value!r}',
             file,
         )
     return roots
@@ -203,7 +204,9 @@ def site_roots(catalogs: list[Any]) -> dict[str, list[tuple[str, Location]]]:
 
 
 def site_of_location(
-    location: Location, roots: dict[str, list[tuple[str, Location]]], file: str | None = None,
+    location: Location,
+    roots: dict[str, list[tuple[str, Location]]],
+    file: str | None = None,
     entry: str | None = None,
 ) -> str | None:
     """The site whose root holds ``location`` (longest root wins), or ``None``."""
@@ -267,8 +270,7 @@ def resolve_site(
         declared.append((md["site"], "the entry's metadata"))
     if len(declared) == 2 and declared[0][0] != declared[1][0]:
         raise SiteConflictError(
-            f"site={declared[0][0]!r} was passed but the entry's metadata declares "
-            f"site {declared[1][0]!r}",
+            f"site={declared[0][0]!r} was passed but the entry's metadata declares site {declared[1][0]!r}",
             file,
             label,
         )

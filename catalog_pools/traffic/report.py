@@ -29,6 +29,7 @@ Logs are read with ``client.run`` on entry (a marker per worker) and on exit
 (graph payload, ``scatter``), P2P shuffle/rechunk traffic (it has its own
 comms), transfers of workers that left before the block ended.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -44,7 +45,7 @@ from typing import Any
 
 from dask.utils import format_bytes, key_split
 
-from .sites import worker_sites
+from ..engine.sites import worker_sites
 
 logger = logging.getLogger(__name__)
 
@@ -120,9 +121,7 @@ class Traffic:
 
         Workers without a site count as a location of their own, ``"(no site)"``.
         """
-        return sum(
-            n for (s, d), n in self.by_site_pair.items() if s != d and CLIENT not in (s, d)
-        )
+        return sum(n for (s, d), n in self.by_site_pair.items() if s != d and CLIENT not in (s, d))
 
     @property
     def client_bytes(self) -> int:
@@ -148,19 +147,20 @@ class Traffic:
         reads = self.bytes_read_by_site
         rows = [("site", "workers", "tasks", "bytes read")]
         for site in self.sites:
-            rows.append((
-                site,
-                str(len(self.workers_by_site.get(site, ()))),
-                str(self.tasks_by_site.get(site, 0)),
-                "n/a" if reads is None else format_bytes(reads.get(site, 0)),
-            ))  # fmt: skip
+            rows.append(
+                (
+                    site,
+                    str(len(self.workers_by_site.get(site, ()))),
+                    str(self.tasks_by_site.get(site, 0)),
+                    "n/a" if reads is None else format_bytes(reads.get(site, 0)),
+                )
+            )
         width = [max(len(r[i]) for r in rows) for i in range(4)]
         lines = [f"traffic report: wall time {self.wall_time:.2f} s"]
         for i, r in enumerate(rows):
             lines.append(
-                "  " + r[0].ljust(width[0])
-                + "".join("  " + c.rjust(w) for c, w in zip(r[1:], width[1:]))
-            )  # fmt: skip
+                "  " + r[0].ljust(width[0]) + "".join("  " + c.rjust(w) for c, w in zip(r[1:], width[1:]))
+            )
             if i == 0:
                 lines.append("  " + "-" * (sum(width) + 6))
         lines.append("  transfers (source -> destination):")
@@ -235,7 +235,7 @@ _GETTERS = ("getter", "getter_nofancy", "getter_inline")
 
 def _start_counting_reads() -> None:
     """Wrap dask.array's chunk getters in this process (reference counted)."""
-    import dask.array.core as core
+    from dask.array import core
 
     global _patch_depth
     with _read_lock:
@@ -251,7 +251,7 @@ def _start_counting_reads() -> None:
 
 
 def _stop_counting_reads() -> None:
-    import dask.array.core as core
+    from dask.array import core
 
     global _patch_depth
     with _read_lock:
@@ -290,9 +290,7 @@ def _since(log: Any, mark: tuple[Any, ...] | None) -> tuple[list[dict[str, Any]]
     return new[::-1], mark is not None and log.maxlen is not None and len(log) >= log.maxlen
 
 
-def _collect(
-    marks: Mapping[str, dict[str, Any]], count_reads: bool, dask_worker: Any
-) -> dict[str, Any]:
+def _collect(marks: Mapping[str, dict[str, Any]], count_reads: bool, dask_worker: Any) -> dict[str, Any]:
     mark = marks.get(dask_worker.address, {"in": None, "out": None, "reads": None})
     incoming, lost_in = _since(dask_worker.transfer_incoming_log, mark["in"])
     outgoing, lost_out = _since(dask_worker.transfer_outgoing_log, mark["out"])
@@ -301,9 +299,13 @@ def _collect(
         reads = _read_bytes - mark["reads"]
 
     def slim(e: Mapping[str, Any]) -> dict[str, Any]:
-        return {"who": e.get("who"), "total": int(e.get("total") or 0),
-                "n_keys": len(e.get("keys") or ()), "start": e.get("start"),
-                "stop": e.get("stop")}  # fmt: skip
+        return {
+            "who": e.get("who"),
+            "total": int(e.get("total") or 0),
+            "n_keys": len(e.get("keys") or ()),
+            "start": e.get("start"),
+            "stop": e.get("stop"),
+        }
 
     return {
         "incoming": [slim(e) for e in incoming],
@@ -350,8 +352,9 @@ def _fill(
     for addr, info in collected.items():
         here = where(addr)
         for e in info["incoming"]:
-            tr = Transfer(where(e["who"]), here, e["total"], e["n_keys"], e["who"], addr,
-                          e["start"], e["stop"])  # fmt: skip
+            tr = Transfer(
+                where(e["who"]), here, e["total"], e["n_keys"], e["who"], addr, e["start"], e["stop"]
+            )
             t.transfers.append(tr)
             pairs[tr.src, tr.dst] += tr.nbytes
         for e in info["to_client"]:
@@ -365,7 +368,7 @@ def _fill(
             reads[here] = reads.get(here, 0) + info["reads"]
     t.by_site_pair = dict(pairs)
     t.bytes_read_by_site = reads if measured else None
-    t.transfers.sort(key=lambda tr: (tr.start or 0.0))
+    t.transfers.sort(key=lambda tr: tr.start or 0.0)
     if not t.complete:
         logger.warning(
             "a worker's transfer log overflowed during the traffic block; totals are "
@@ -374,9 +377,7 @@ def _fill(
 
 
 @contextlib.contextmanager
-def traffic(
-    client: Any = None, count_reads: bool = True, settle: float = 5.0
-) -> Iterator[Traffic]:
+def traffic(client: Any = None, count_reads: bool = True, settle: float = 5.0) -> Iterator[Traffic]:
     """Record tasks and data movement between sites while the block runs.
 
     Parameters

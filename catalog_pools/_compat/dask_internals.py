@@ -1,0 +1,2 @@
+"""Private dask names used by catalog_pools; see :mod:`catalog_pools._compat`."""
+from __future__ import annotations

@@ -1,0 +1,28 @@
+"""``catalog-pools make-data``: write the synthetic ECMWF/EUMETSAT data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..datagen.synthetic import SCALES, make_data
+from .app import register_command
+
+
+@register_command("make-data", "generate the synthetic ECMWF/EUMETSAT data (see examples/make_data.py)")
+def setup(parser: Any) -> Any:
+    parser.add_argument(
+        "--scale",
+        choices=sorted(SCALES),
+        default="demo",
+        help="small (tests), demo (default) or seed (2.7 GiB)",
+    )
+    parser.add_argument("--root", default="data", help="data root (default: ./data)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    def run(args: Any) -> int:
+        for name, path in make_data(args.root, args.scale, args.seed, not args.quiet).items():
+            print(f"{name:18s} {path}")
+        return 0
+
+    return run

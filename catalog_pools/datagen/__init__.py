@@ -1,0 +1,1 @@
+"""Deterministic synthetic ECMWF/EUMETSAT data for the demo, tests and benchmarks."""

@@ -1,0 +1,108 @@
+"""Every exception a user of catalog_pools may catch, in one place.
+
+Catalog errors name the catalog file and entry; engine errors name the site and
+the fix.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .engine.sites import resource_name, worker_command
+
+
+class CatalogError(ValueError):
+    """A catalog, or one of its entries, cannot be used as written.
+
+    The message starts with the catalog file and the entry it is about, so a
+    user can find the line to fix.
+
+    Parameters
+    ----------
+    problem
+        What is wrong and, where possible, how to fix it.
+    file
+        The catalog file (path or URL), if known.
+    entry
+        The entry name (dotted for nested catalogs), if the problem is an entry's.
+    """
+
+    def __init__(self, problem: str, file: str | None = None, entry: str | None = None) -> None:
+        self.problem, self.file, self.entry = problem, file, entry
+        where = []
+        if file:
+            where.append(f"catalog {file}")
+        if entry:
+            where.append(f"entry {entry!r}")
+        super().__init__(f"{', '.join(where)}: {problem}" if where else problem)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.problem, self.file, self.entry))
+
+
+class MissingSiteError(CatalogError):
+    """An entry declares no site (and did not opt out with ``site: null``)."""
+
+
+class SiteConflictError(CatalogError):
+    """Two declarations give an entry different sites."""
+
+
+class UnknownDriverError(CatalogError):
+    """An entry names a driver that is not installed."""
+
+
+class DataNotFoundError(CatalogError):
+    """An entry's data (or a nested catalog file) does not exist or cannot be read."""
+
+
+class UnknownPathError(CatalogError):
+    """A path or URL lies under no site root declared in the catalog."""
+
+
+class SiteUnavailableError(RuntimeError):
+    """No connected worker belongs to the site a task is pinned to."""
+
+    def __init__(self, site: str, key: str, waited: float, address: str = "SCHEDULER_ADDRESS") -> None:
+        self.site, self.key, self.waited, self.address = site, key, waited, address
+        super().__init__(
+            f"no worker of site {site!r} is connected, so task {key} (pinned to "
+            f"{site!r}) cannot run; waited {waited:g} s "
+            "(dask config 'catalog_pools.no-worker-timeout'). Add a worker to the "
+            f"site with: {worker_command(site, address)}"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.site, self.key, self.waited, self.address))
+
+
+class ForeignSiteError(RuntimeError):
+    """A task pinned to one site started on a worker of another site."""
+
+    def __init__(self, site: str, worker: str, worker_sites: list[str]) -> None:
+        self.site = site
+        self.worker = worker
+        self.worker_sites = worker_sites
+        where = ", ".join(worker_sites) if worker_sites else "no site"
+        super().__init__(
+            f"task pinned to site {site!r} started on worker {worker} ({where}); "
+            f"refusing to read {site!r} data from outside the site. The task's "
+            f"restriction to resource {resource_name(site)!r} was lost on the way "
+            "to the scheduler: check that catalog_pools is installed on the "
+            "scheduler and that 'array.query-planning' is off."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.site, self.worker, self.worker_sites))
+
+
+class QueryPlanningError(RuntimeError):
+    """Array query planning is on: construction-time pins would be lost."""
+
+
+class SchedulerSetupError(RuntimeError):
+    """The scheduler cannot run catalog_pools (usually: not installed there)."""
+
+
+class ClusterStartError(RuntimeError):
+    """A scheduler or worker process of a :class:`LocalSitesCluster` failed to start."""
