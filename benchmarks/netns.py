@@ -1,6 +1,6 @@
 """Emulated sites on one machine: network namespaces behind a router namespace.
 
-Layout (``DESIGN.md`` section 5)::
+Layout::
 
     node "ecmwf"    10.250.1.2/24  eth0 ─┐
     node "eumetsat" 10.250.2.2/24  eth0 ─┼─ rv1/rv2/rv3 (10.250.N.1) ── router namespace
@@ -36,6 +36,7 @@ removed by :func:`cleanup_stale`.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ipaddress
 import logging
 import os
@@ -133,19 +134,15 @@ def _kill_pids(pids: Iterable[int], grace: float = 3.0) -> None:
     """SIGTERM each PID, wait up to ``grace`` seconds, then SIGKILL survivors."""
     pids = [p for p in pids if p != os.getpid()]
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and any(_pid_alive(p) for p in pids):
         time.sleep(0.05)
     for pid in pids:
         if _pid_alive(pid):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def _guard_rule(supernet: str, tag: str) -> list[str]:
@@ -524,19 +521,15 @@ class Topology:
         """Stop the processes started here: SIGTERM their groups, then SIGKILL."""
         live = [p for p in self.procs if p.poll() is None]
         for p in live:
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(p.pid, signal.SIGTERM)
-            except (ProcessLookupError, PermissionError):
-                pass
         deadline = time.monotonic() + grace
         for p in live:
             try:
                 p.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                try:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(p.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
                 p.wait(timeout=5)
         self.procs.clear()
 

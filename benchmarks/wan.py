@@ -8,9 +8,8 @@ Workload (the 2022 experiment)::
 each site serves its data over HTTP from its own address and the workers of
 both sites may read any URL. Two variants run on the same cluster, alternating:
 
-* **pooled**: datasets opened from a generated catalog (``catalog_pools.
-  open_catalog``) or, if the catalog layer is missing, with ``xr.open_dataset``
-  inside ``catalog_pools.pool(site)``; same URLs;
+* **pooled**: datasets opened from a generated catalog
+  (``catalog_pools.open_catalog``); same URLs;
 * **unpooled**: ``xr.open_dataset(url, engine="zarr", chunks={})`` outside any
   pool: what users do without pools.
 
@@ -104,7 +103,7 @@ class Config:
     # Filled in by the orchestrator for the client side.
     urls: dict[str, str] = field(default_factory=dict)
     stats_urls: dict[str, str] = field(default_factory=dict)
-    catalog: str | None = None
+    catalog: str = ""
     scheduler_host: str = "127.0.0.1"
     worker_hosts: dict[str, str] = field(default_factory=dict)
     prefixes: dict[str, list[str]] = field(default_factory=dict)
@@ -211,19 +210,11 @@ def open_pair(cfg: Config, pooled: bool) -> tuple[Any, Any]:
     """Open predictions and observations lazily, pooled or not, from the same URLs."""
     import xarray as xr
 
-    if pooled and cfg.catalog:
-        open_catalog = _open_catalog_fn()
-        assert open_catalog is not None
+    if pooled:
+        from catalog_pools import open_catalog
+
         cat = open_catalog(cfg.catalog)
         return cat.ecmwf.predictions.to_dask(), cat.eumetsat.observations.to_dask()
-    if pooled:
-        from catalog_pools import pool
-
-        with pool(DATASETS["predictions"][0]):
-            pred = xr.open_dataset(cfg.urls["predictions"], engine="zarr", chunks={})
-        with pool(DATASETS["observations"][0]):
-            obs = xr.open_dataset(cfg.urls["observations"], engine="zarr", chunks={})
-        return pred, obs
     pred = xr.open_dataset(cfg.urls["predictions"], engine="zarr", chunks={})
     obs = xr.open_dataset(cfg.urls["observations"], engine="zarr", chunks={})
     return pred, obs
@@ -432,11 +423,7 @@ def compare(cfg: Config) -> dict[str, Any]:
         same = same and all(np.allclose(r["_result"], ref, equal_nan=True) for r in rs)
     for r in runs:
         r.pop("_result")
-    how = (
-        "catalog_pools.open_catalog on a generated catalog of the same URLs"
-        if cfg.catalog
-        else "xr.open_dataset(url) inside catalog_pools.pool(site)"
-    )
+    how = "catalog_pools.open_catalog on a generated catalog of the same URLs"
     return {
         "cluster_startup_s": startup,
         "runs": runs,
@@ -642,29 +629,13 @@ def run_wan(cfg: Config) -> dict[str, Any]:
         return res
 
 
-def _open_catalog_fn() -> Any | None:
-    """``catalog_pools.open_catalog`` (or ``catalog_pools.catalog.open_catalog``), if any."""
-    try:
-        import catalog_pools
-
-        if hasattr(catalog_pools, "open_catalog"):
-            return catalog_pools.open_catalog
-        from catalog_pools.catalog import open_catalog
-
-        return open_catalog
-    except ImportError:
-        return None
-
-
-def write_catalog(cfg: Config) -> str | None:
-    """Write a multicloud-style catalog with the HTTP URLs; ``None`` without catalog layer.
+def write_catalog(cfg: Config) -> str:
+    """Write a multicloud-style catalog with the HTTP URLs.
 
     Same layout as ``catalogs/multicloud.yaml``: a top catalog with one
     ``site_catalog`` entry per site, each site's file pinning its entries with
     ``metadata.site``.
     """
-    if _open_catalog_fn() is None:
-        return None
     d = Path(tempfile.mkdtemp(prefix="cp-bench-cat-"))
     top = ["name: bench", "metadata: {version: 1}", "sources:"]
     for site in SITES:
@@ -904,8 +875,8 @@ def _plot(path: Path, cfg: Config, res: dict[str, Any], summary: dict[str, Any])
     for i, v in enumerate(("pooled", "unpooled")):
         med = [ws[k][v]["wall_s_median"] for k in kinds]
         err = [
-            [m - ws[k][v]["wall_s_min"] for m, k in zip(med, kinds)],
-            [ws[k][v]["wall_s_max"] - m for m, k in zip(med, kinds)],
+            [m - ws[k][v]["wall_s_min"] for m, k in zip(med, kinds, strict=False)],
+            [ws[k][v]["wall_s_max"] - m for m, k in zip(med, kinds, strict=False)],
         ]
         ax.bar(x + (i - 0.5) * 0.4, med, 0.4, yerr=err, capsize=3, label=v, color=colors[v])
     ax.set_xticks(x, [f"{k}\n{ws[k]['speedup']:.2f}x" for k in kinds])
