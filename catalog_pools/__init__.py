@@ -34,6 +34,7 @@ from .engine.install import (
 )
 from .engine.pools import current_pool, pool, pool_of, pools_in
 from .engine.sites import resource_name, validate_site, worker_command, worker_sites
+from .traffic.explain import explain
 from .errors import (
     CatalogError,
     ForeignSiteError,
@@ -54,6 +55,7 @@ __all__ = [
     "SiteUnavailableError",
     "check_site",
     "current_pool",
+    "explain",
     "install",
     "load_from_catalog",
     "open_catalog",

@@ -73,6 +73,7 @@ def explain(
         size = _chunk_bytes(key, graph)
         if size is not None:
             sizes[key] = size
+    _add_persisted_edges(graph, dependencies)
     external = {d for deps in dependencies.values() for d in deps if d not in dependencies}
     if external and client is not None:
         found = client.run_on_scheduler(_held_keys, keys=list(external))
@@ -100,6 +101,42 @@ def _site_of(annotations: Mapping[str, Any], key: Key) -> str | None:
         return str(values[ANNOTATION])
     found = sites_of_resources(values.get("resources"))
     return found[0] if found else None
+
+
+def _add_persisted_edges(graph: Any, dependencies: dict[Key, set[Key]]) -> None:
+    """Make tasks depend on the persisted keys (futures) they use.
+
+    The optimizer inlines futures into the tasks using them, so the optimized
+    graph no longer lists them as dependencies; the collection's own graph
+    does. Each user is followed downstream to the optimized task it was fused
+    into.
+    """
+    from distributed import Future
+
+    held = {
+        key
+        for layer in getattr(graph, "layers", {}).values()
+        if isinstance(layer, MaterializedLayer)
+        for key, value in layer.items()
+        if isinstance(value, Future)
+    }
+    if not held:
+        return
+    dependents: dict[Key, set[Key]] = defaultdict(set)
+    for key, deps in graph.get_all_dependencies().items():
+        for dep in deps:
+            dependents[dep].add(key)
+    for key in held:
+        todo, seen = list(dependents.get(key, ())), set()
+        while todo:
+            user = todo.pop()
+            if user in seen:
+                continue
+            seen.add(user)
+            if user in dependencies:
+                dependencies[user].add(key)
+            else:
+                todo.extend(dependents.get(user, ()))
 
 
 def _layer_sites(hlg: HighLevelGraph) -> dict[Key, str]:
