@@ -58,4 +58,5 @@ def collect(marks: Mapping[str, dict[str, Any]], plugin: str | None, dask_worker
         "in_flight": int(dask_worker.transfer_outgoing_count),
         "lost": lost_in or lost_out,
         "reads": counter.bytes_read() if counter is not None else None,
+        "mark": mark(dask_worker),
     }
