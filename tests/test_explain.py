@@ -187,3 +187,33 @@ def test_prices_from_catalog_metadata() -> None:
     assert prices_from_metadata(meta) == {"ecmwf": Price(0.09, "EUR")}
     with pytest.raises(ValueError, match="no number"):
         parse_price("free")
+
+
+def test_cli_prints_the_plan_with_catalog_prices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from catalog_pools.cli import main
+
+    root = tmp_path / "data"
+    make_data(root, scale="small", progress=False)
+    monkeypatch.setenv("CATALOG_POOLS_DATA", str(root))
+    repo = Path(__file__).resolve().parents[1] / "catalogs"
+    catalog = tmp_path / "priced.yaml"
+    catalog.write_text(
+        (repo / "multicloud.yaml")
+        .read_text()
+        .replace("{{ CATALOG_DIR }}/", f"{repo}/")
+        .replace("    eumetsat:\n      roots:", "    eumetsat:\n      egress_per_gb: 0.08 EUR\n      roots:")
+    )
+    expr = "predictions.air_pressure.mean('realization').isel(height=1) - observations.air_pressure"
+    png = tmp_path / "plan.png"
+    argv = ["explain", str(catalog), "ecmwf.predictions", "eumetsat.observations", "--expr", expr, "--plot", str(png)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    field = grid("small").nlat * grid("small").nlon * 4
+    assert f"cross-site bytes: 2.53 kiB ({field} B)" in out
+    assert f"{0.08 * field / 1e9:.4g} EUR" in out
+    assert "join: sub at ecmwf" in out
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(SystemExit, match="no entry 'ecmwf.nothing'"):
+        main(["explain", str(catalog), "ecmwf.nothing"])

@@ -54,8 +54,8 @@ def _arrow(ax: Any, start: tuple[float, float], end: tuple[float, float], nbytes
             color=colour,
             alpha=0.85,
             connectionstyle=f"arc3,rad={rad}",
-            shrinkA=40,
-            shrinkB=40,
+            shrinkA=0,
+            shrinkB=0,
         )
     )
 
@@ -90,8 +90,14 @@ def plot_plan(plan: Plan, path: Path, title: str | None = None) -> Path:
             continue
         to_client = dst == CLIENT
         rad = 0.0 if to_client else (0.25 if src < dst else -0.25)
-        _arrow(ax, pos[src], pos[dst], n, _CLIENT_COLOUR if to_client else _CROSS, rad)
         (x0, y0), (x1, y1) = pos[src], pos[dst]
+        # From the edge of the source box to the edge of the destination box.
+        if to_client:
+            start, end = (x0, y0 + 0.13), (x1, y1 - 0.04)
+        else:
+            step = 0.13 if x1 > x0 else -0.13
+            start, end = (x0 + step, y0 + 0.03), (x1 - step, y1 + 0.03)
+        _arrow(ax, start, end, n, _CLIENT_COLOUR if to_client else _CROSS, rad)
         label = format_bytes(n)
         cost = plan.cost(src, dst)
         if cost:
