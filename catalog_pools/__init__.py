@@ -34,7 +34,6 @@ from .engine.install import (
 )
 from .engine.pools import current_pool, pool, pool_of, pools_in
 from .engine.sites import resource_name, validate_site, worker_command, worker_sites
-from .traffic.explain import explain
 from .errors import (
     CatalogError,
     ForeignSiteError,
@@ -42,6 +41,7 @@ from .errors import (
     SchedulerSetupError,
     SiteUnavailableError,
 )
+from .traffic.explain import explain
 
 install_aliases()
 use_pooled_optimizers()

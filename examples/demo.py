@@ -120,7 +120,7 @@ def start_cluster(stack: contextlib.ExitStack, scheduler: str | None) -> tuple[A
     return client, f"LocalSitesCluster ({desc}) at {cluster.scheduler_address}"
 
 
-def print_table(t: Any, total_bytes: int) -> None:
+def print_table(t: Any, total_bytes: int, plan: Any) -> None:
     reads = t.bytes_read_by_site or {}
     print()
     print(f"{'site':<12s} {'workers':>7s} {'tasks':>6s}   bytes read")
@@ -141,6 +141,7 @@ def print_table(t: Any, total_bytes: int) -> None:
     print(f"bytes sent to client     {t.client_bytes} B ({format_bytes(t.client_bytes)})")
     for (src, dst), n in sorted(t.by_site_pair.items()):
         print(f"  {src} -> {dst}: {n} B")
+    print_plan_vs_measured(plan, t)
 
 
 def print_plan_vs_measured(plan: Any, t: Any) -> None:
@@ -192,8 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         ).rename("air_pressure_difference")
         diff.attrs.update(units="Pa", long_name="ensemble mean minus observation at 300 m")
 
-        plan = explain(diff, client)
-        print(plan.summary())
+        print((plan := explain(diff, client)).summary())
         with traffic(client) as t:
             future = client.compute(diff)
             bar = None
@@ -212,8 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                 if bar is not None:
                     bar.join(timeout=5)
                     print()
-        print_table(t, total_bytes)
-        print_plan_vs_measured(plan, t)
+        print_table(t, total_bytes, plan)
 
         expected = plain_xarray(root)
         max_abs = float(np.nanmax(np.abs(result.values - expected.values)))

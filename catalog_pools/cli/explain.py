@@ -25,7 +25,9 @@ def _entry(catalog: Any, dotted: str) -> Any:
         try:
             node = node[part]
         except KeyError:
-            raise SystemExit(f"catalog-pools explain: no entry {dotted!r} (no {part!r} in {list(node)})") from None
+            raise SystemExit(
+                f"catalog-pools explain: no entry {dotted!r} (no {part!r} in {list(node)})"
+            ) from None
     return node
 
 
@@ -72,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
 @register_command("explain", help="show where work on catalog entries will run and what will cross sites")
 def _setup(parser: argparse.ArgumentParser) -> Runner:
     parser.add_argument("catalog", help="catalog YAML file")
-    parser.add_argument("entries", nargs="+", metavar="ENTRY", help="dotted entry names, e.g. ecmwf.predictions")
+    parser.add_argument(
+        "entries", nargs="+", metavar="ENTRY", help="dotted entry names, e.g. ecmwf.predictions"
+    )
     parser.add_argument(
         "--expr",
         help=f"Python expression over the entries, each named by its last part; e.g. {EXAMPLE!r}. "

@@ -132,7 +132,12 @@ class SitesMonitor(SchedulerPlugin):
         workers: dict[str, list[dict[str, Any]]] = {}
         for addr, ws in sorted(scheduler.workers.items()):
             workers.setdefault(_worker_site(ws), []).append(
-                {"address": addr, "name": str(ws.name), "nthreads": ws.nthreads, "processing": len(ws.processing)}
+                {
+                    "address": addr,
+                    "name": str(ws.name),
+                    "nthreads": ws.nthreads,
+                    "processing": len(ws.processing),
+                }
             )
         states: dict[str, Counter[str]] = {}
         for ts in scheduler.tasks.values():
@@ -170,19 +175,21 @@ def render(snapshot: dict[str, Any]) -> str:
         )
     pairs = [
         f'<tr class="{"cross" if p["src"] != p["dst"] and CLIENT not in (p["src"], p["dst"]) else ""}">'
-        f'<td>{esc(p["src"])} &rarr; {esc(p["dst"])}</td>'
+        f"<td>{esc(p['src'])} &rarr; {esc(p['dst'])}</td>"
         f'<td id="bytes-{esc(p["src"])}-{esc(p["dst"])}">{p["bytes"]}</td>'
         f"<td>{format_bytes(p['bytes'])}</td></tr>"
         for p in snapshot["pairs"]
     ]
     total = snapshot["cross_site_bytes"]
-    note = "" if snapshot["complete"] else "<p>a worker's transfer log overflowed: figures are lower bounds</p>"
+    note = "" if snapshot["complete"] else "<p>a worker's transfer log overflowed: lower bounds</p>"
     return (
-        f"<h2>Cross-site bytes so far: <span id='cross-site-bytes'>{total}</span> ({format_bytes(total)})</h2>"
-        f"<table><tr><th>site</th><th>workers</th><th>names</th>{head}<th>finished</th></tr>{''.join(rows)}</table>"
+        "<h2>Cross-site bytes so far: "
+        f"<span id='cross-site-bytes'>{total}</span> ({format_bytes(total)})</h2>"
+        "<table><tr><th>site</th><th>workers</th><th>names</th>"
+        f"{head}<th>finished</th></tr>{''.join(rows)}</table>"
         "<h3>Bytes moved (source &rarr; destination)</h3>"
-        f"<table><tr><th>pair</th><th>bytes</th><th></th></tr>{''.join(pairs) or '<tr><td>none yet</td></tr>'}"
-        f"</table>{note}"
+        "<table><tr><th>pair</th><th>bytes</th><th></th></tr>"
+        f"{''.join(pairs) or '<tr><td>none yet</td></tr>'}</table>{note}"
     )
 
 

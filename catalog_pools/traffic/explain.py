@@ -66,7 +66,7 @@ def explain(
     keys = list(flatten(collection.__dask_keys__()))
     graph = collection.__dask_graph__()
     optimized = _as_hlg(collection.__dask_optimize__(graph, keys))
-    dependencies = {k: set(v) for k, v in optimized.get_all_dependencies().items()}
+    dependencies: dict[Key, set[Key]] = {k: set(v) for k, v in optimized.get_all_dependencies().items()}
     sites = _layer_sites(optimized)
     sizes: dict[Key, float] = {}
     for key in dependencies:
@@ -167,7 +167,7 @@ def _chunk_bytes(key: Key, graph: Any) -> float | None:
         itemsize = np.dtype(dtype).itemsize
     except (IndexError, TypeError):
         return None
-    return None if n != n else float(n * itemsize)  # NaN: unknown chunk sizes
+    return None if math.isnan(n) else float(n * itemsize)  # NaN: unknown chunk sizes
 
 
 def _held_keys(dask_scheduler: Any, keys: list[Key]) -> dict[Key, tuple[str | None, int | None]]:

@@ -97,7 +97,9 @@ class Join:
 
     def describe(self) -> str:
         """One line: ``sub at ecmwf: open_dataset (eumetsat) moves 800.00 kiB; mean stays``."""
-        moves = ", ".join(f"{layer} ({src}) moves {format_bytes(n)}" for (layer, src), n in self.moving.items())
+        moves = ", ".join(
+            f"{layer} ({src}) moves {format_bytes(n)}" for (layer, src), n in self.moving.items()
+        )
         text = f"{self.layer} at {self.site}: {moves}"
         if self.staying:
             text += "; " + ", ".join(self.staying) + " stay" + ("s" if len(self.staying) == 1 else "")

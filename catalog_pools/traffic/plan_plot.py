@@ -40,7 +40,9 @@ def _positions(sites: list[str]) -> dict[str, tuple[float, float]]:
     return pos
 
 
-def _arrow(ax: Any, start: tuple[float, float], end: tuple[float, float], nbytes: int, colour: str, rad: float) -> None:
+def _arrow(
+    ax: Any, start: tuple[float, float], end: tuple[float, float], nbytes: int, colour: str, rad: float
+) -> None:
     from matplotlib.patches import FancyArrowPatch
 
     width = 1.0 + 1.2 * math.log10(max(nbytes, 1))
@@ -83,8 +85,16 @@ def plot_plan(plan: Plan, path: Path, title: str | None = None) -> Path:
         )
     if plan.client_bytes:
         x, y = pos[CLIENT]
-        ax.text(x, y, "client", ha="center", va="center", fontsize=9, color="white",
-                bbox={"boxstyle": "round,pad=0.5", "fc": _CLIENT_COLOUR, "ec": _CLIENT_COLOUR})
+        ax.text(
+            x,
+            y,
+            "client",
+            ha="center",
+            va="center",
+            fontsize=9,
+            color="white",
+            bbox={"boxstyle": "round,pad=0.5", "fc": _CLIENT_COLOUR, "ec": _CLIENT_COLOUR},
+        )
     for (src, dst), n in sorted(plan.by_site_pair.items()):
         if src not in pos or dst not in pos or src == dst or not n:
             continue
@@ -103,9 +113,16 @@ def plot_plan(plan: Plan, path: Path, title: str | None = None) -> Path:
         if cost:
             label += f"\n{cost}"
         offset = 0.0 if to_client else (0.08 if src < dst else -0.08)
-        ax.text((x0 + x1) / 2, (y0 + y1) / 2 + offset, label, ha="center", va="center", fontsize=9,
-                color=_CLIENT_COLOUR if to_client else _CROSS,
-                bbox={"fc": "white", "ec": "none", "alpha": 0.8})
+        ax.text(
+            (x0 + x1) / 2,
+            (y0 + y1) / 2 + offset,
+            label,
+            ha="center",
+            va="center",
+            fontsize=9,
+            color=_CLIENT_COLOUR if to_client else _CROSS,
+            bbox={"fc": "white", "ec": "none", "alpha": 0.8},
+        )
     fig.suptitle(title or f"plan: {format_bytes(plan.cross_site_bytes)} will cross sites", fontsize=11)
     fig.savefig(path)
     return path

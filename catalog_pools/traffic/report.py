@@ -160,7 +160,9 @@ class Traffic:
         lines = [f"traffic report: wall time {self.wall_time:.2f} s"]
         for i, r in enumerate(rows):
             lines.append(
-                "  " + r[0].ljust(width[0]) + "".join("  " + c.rjust(w) for c, w in zip(r[1:], width[1:]))
+                "  "
+                + r[0].ljust(width[0])
+                + "".join("  " + c.rjust(w) for c, w in zip(r[1:], width[1:], strict=True))
             )
             if i == 0:
                 lines.append("  " + "-" * (sum(width) + 6))
