@@ -88,6 +88,10 @@ def test_seed_plan_names_the_join_and_moves_one_field(client: Client, site_data:
     assert (join.layer, join.site) == ("sub", "ecmwf")
     assert list(join.moving.values()) == [field] and [s for _, s in join.moving] == ["eumetsat"]
     assert plan.by_site_pair[("ecmwf", "client")] == field
+    # The steps of the expression per site, loads included although fused away.
+    assert plan.layers_by_site["ecmwf"]["open_dataset"] == pred.data.npartitions
+    assert {"mean_chunk", "sub"} <= set(plan.layers_by_site["ecmwf"])
+    assert plan.layers_by_site["eumetsat"]["open_dataset"] == obs.data.npartitions
     assert "CROSS-SITE" in plan.summary() and "join: sub at ecmwf" in plan.summary()
 
 

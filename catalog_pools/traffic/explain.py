@@ -83,6 +83,7 @@ def explain(
             sites.update(_follow_outside_pins(dependencies, sites, outside, sizes))
     workers = _workers_per_site(client) if client is not None else {}
     plan = _count(dependencies, sites, sizes, keys, workers)
+    plan.layers_by_site = _steps_by_site(graph, dependencies, sites)
     plan.workers_by_site = workers
     plan.prices = _prices(prices)
     return plan
@@ -170,6 +171,40 @@ def _chunk_bytes(key: Key, graph: Any) -> float | None:
     return None if math.isnan(n) else float(n * itemsize)  # NaN: unknown chunk sizes
 
 
+def _steps_by_site(
+    graph: Any, dependencies: Mapping[Key, set[Key]], sites: Mapping[Key, str]
+) -> dict[str, dict[str, int]]:
+    """``{site: {step: chunks}}`` over the user's expression before fusion, inputs first.
+
+    A key fused away runs inside the optimized task it was fused into: the
+    first of its dependents (in the collection's graph) that is a task of the
+    optimized graph.
+    """
+    from graphlib import TopologicalSorter
+
+    if not hasattr(graph, "get_all_dependencies"):
+        return {}
+    # A persisted key (a future) lists itself as its dependency.
+    original = {k: set(v) - {k} for k, v in graph.get_all_dependencies().items()}
+    dependents: dict[Key, list[Key]] = defaultdict(list)
+    for key, deps in original.items():
+        for dep in deps:
+            dependents[dep].append(key)
+    order = list(TopologicalSorter(original).static_order())
+    where: dict[Key, str | None] = {}
+    for key in reversed(order):
+        if key in dependencies:
+            where[key] = sites.get(key, ANYWHERE)
+        else:
+            where[key] = next((where[d] for d in dependents.get(key, ()) if where.get(d)), None)
+    steps: dict[str, Counter[str]] = defaultdict(Counter)
+    for key in order:  # inputs first: the expression's order
+        site = where[key]
+        if site is not None:
+            steps[site][key_split(key)] += 1
+    return {s: dict(c) for s, c in sorted(steps.items())}
+
+
 def _held_keys(dask_scheduler: Any, keys: list[Key]) -> dict[Key, tuple[str | None, int | None]]:
     """On the scheduler: the site holding each key (its first holder's) and its nbytes."""
     out: dict[Key, tuple[str | None, int | None]] = {}
@@ -242,7 +277,6 @@ def _count(
     for key in dependencies:
         layers[where(key)][key_split(key)] += 1
     plan.tasks_by_site = {s: sum(c.values()) for s, c in sorted(layers.items())}
-    plan.layers_by_site = {s: dict(c.most_common()) for s, c in sorted(layers.items())}
 
     consumers: dict[Key, dict[str, int]] = defaultdict(Counter)
     for key, deps in dependencies.items():

@@ -118,7 +118,9 @@ class Plan:
     tasks_by_site
         ``{site: number of tasks}`` after the optimizer's fusion.
     layers_by_site
-        ``{site: {step name: tasks}}``: the user's expression, step by step.
+        ``{site: {step name: chunks}}``: the user's expression step by step,
+        inputs first, before fusion (a load fused into the step using it is
+        still listed).
     joins
         The steps that pull data across sites (:class:`Join`).
     workers_by_site
