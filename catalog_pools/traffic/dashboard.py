@@ -98,7 +98,10 @@ class SitesMonitor(SchedulerPlugin):
         # Poll while tasks run, and once after (results gathered at the end).
         busy = any(ws.processing for ws in self.scheduler.workers.values())
         if busy or self._was_busy:
-            await self.poll()
+            try:
+                await self.poll()
+            except Exception as exc:  # a worker leaving mid-poll, the scheduler closing
+                logger.debug("Sites page: cannot read worker logs: %s", exc)
         self._was_busy = busy
 
     async def poll(self) -> None:
