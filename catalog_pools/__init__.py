@@ -41,6 +41,7 @@ from .errors import (
     SchedulerSetupError,
     SiteUnavailableError,
 )
+from .traffic.explain import explain
 
 install_aliases()
 use_pooled_optimizers()
@@ -54,6 +55,7 @@ __all__ = [
     "SiteUnavailableError",
     "check_site",
     "current_pool",
+    "explain",
     "install",
     "load_from_catalog",
     "open_catalog",

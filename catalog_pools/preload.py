@@ -25,6 +25,9 @@ async def dask_setup(dask_object: Any) -> None:
     if isinstance(dask_object, Scheduler):
         activate()
         dask_object.add_plugin(PoolsSchedulerPlugin(), name=PLUGIN_NAME, idempotent=True)
+        from .traffic.dashboard import add_sites_page
+
+        add_sites_page(dask_object)
         logger.info("catalog_pools installed on scheduler %s", dask_object.address)
     elif isinstance(dask_object, Client):
         try:

@@ -120,7 +120,7 @@ def start_cluster(stack: contextlib.ExitStack, scheduler: str | None) -> tuple[A
     return client, f"LocalSitesCluster ({desc}) at {cluster.scheduler_address}"
 
 
-def print_table(t: Any, total_bytes: int) -> None:
+def print_table(t: Any, total_bytes: int, plan: Any) -> None:
     reads = t.bytes_read_by_site or {}
     print()
     print(f"{'site':<12s} {'workers':>7s} {'tasks':>6s}   bytes read")
@@ -141,6 +141,16 @@ def print_table(t: Any, total_bytes: int) -> None:
     print(f"bytes sent to client     {t.client_bytes} B ({format_bytes(t.client_bytes)})")
     for (src, dst), n in sorted(t.by_site_pair.items()):
         print(f"  {src} -> {dst}: {n} B")
+    print_plan_vs_measured(plan, t)
+
+
+def print_plan_vs_measured(plan: Any, t: Any) -> None:
+    """The bytes explain() planned next to the bytes traffic() measured."""
+    print(f"{'':24s} {'planned':>12s} {'measured':>12s}")
+    for src, dst in sorted(set(plan.by_site_pair) | {p for p in t.by_site_pair if p[0] != p[1]}):
+        planned, measured = plan.by_site_pair.get((src, dst), 0), t.by_site_pair.get((src, dst), 0)
+        print(f"  {src + ' -> ' + dst:22s} {planned:>10d} B {measured:>10d} B")
+    print(f"  {'cross-site':22s} {plan.cross_site_bytes:>10d} B {t.cross_site_bytes:>10d} B")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     from distributed import progress
 
     from catalog_pools.datagen.synthetic import OBSERVATION_HEIGHT_INDEX, grid, make_data
-    from catalog_pools.traffic import traffic
+    from catalog_pools.traffic import explain, traffic
     from catalog_pools.traffic.plot import plot_map
 
     root = data_root(args.data)
@@ -183,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         ).rename("air_pressure_difference")
         diff.attrs.update(units="Pa", long_name="ensemble mean minus observation at 300 m")
 
+        print((plan := explain(diff, client)).summary())
         with traffic(client) as t:
             future = client.compute(diff)
             bar = None
@@ -201,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                 if bar is not None:
                     bar.join(timeout=5)
                     print()
-        print_table(t, total_bytes)
+        print_table(t, total_bytes, plan)
 
         expected = plain_xarray(root)
         max_abs = float(np.nanmax(np.abs(result.values - expected.values)))
@@ -229,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         "cluster": cluster_desc,
         "wall_time_s": t.wall_time,
         "cross_site_bytes": t.cross_site_bytes,
+        "planned_cross_site_bytes": plan.cross_site_bytes,
         "client_bytes": t.client_bytes,
         "within_site_bytes": t.within_site_bytes,
         "by_site_pair": [[s, d, n] for (s, d), n in sorted(t.by_site_pair.items())],

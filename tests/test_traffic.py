@@ -14,7 +14,9 @@ from distributed import Client
 
 from catalog_pools import pool
 from catalog_pools.datagen.synthetic import OBSERVATION_HEIGHT_INDEX, grid, make_data
-from catalog_pools.traffic.report import CLIENT, _since, traffic
+from catalog_pools.traffic.logs import since
+from catalog_pools.traffic.reads import counting_active
+from catalog_pools.traffic.report import CLIENT, traffic
 
 N = 100_000  # float64 elements: 800_000 bytes
 # Task functions come from numpy: the workers cannot import this test module.
@@ -84,11 +86,11 @@ def test_marker_logic_on_a_rotated_log() -> None:
 
     log = collections.deque([entry(i) for i in range(3)], maxlen=3)
     mark = (1.0, 1.0, "w", 1)
-    assert _since(log, mark) == ([entry(2)], False)
+    assert since(log, mark) == ([entry(2)], False)
     log.extend([entry(3), entry(4)])  # the marker rotates out: entries may be lost
-    new, lost = _since(log, mark)
+    new, lost = since(log, mark)
     assert [e["total"] for e in new] == [2, 3, 4] and lost
-    assert _since(collections.deque([entry(0)], maxlen=3), None) == ([entry(0)], False)
+    assert since(collections.deque([entry(0)], maxlen=3), None) == ([entry(0)], False)
 
 
 @pytest.fixture(scope="module")
@@ -133,19 +135,12 @@ def test_xarray_compute_reads_in_site_and_moves_little(
 
 
 def test_getters_restored_and_report_filled_on_error(client: Client) -> None:
-    def wrapped() -> bool:
-        from dask.array import core
-
-        return any(
-            getattr(getattr(core, n), "_catalog_pools_counting", False)
-            for n in ("getter", "getter_nofancy", "getter_inline")
-        )
-
     with pytest.raises(ZeroDivisionError), traffic(client) as t:
-        assert all(client.run(wrapped).values())
+        # The read-counting worker plugin is set up on every worker for the block.
+        assert all(client.run(counting_active).values())
         client.submit(make, 10, resources={"pool-ecmwf": 0}, pure=False).result()
         1 / 0  # noqa: B018
     # Filled in and cleaned up even though the block failed.
-    assert not any(client.run(wrapped).values())
+    assert not any(client.run(counting_active).values())
     assert t.tasks_by_site == {"ecmwf": 1, "eumetsat": 0}
     assert t.wall_time > 0

@@ -40,7 +40,11 @@ class Command:
 
 COMMANDS: dict[str, Command] = {}
 #: Modules imported before parsing, so that their commands register.
-COMMAND_MODULES: list[str] = ["catalog_pools.cli.check", "catalog_pools.cli.make_data"]
+COMMAND_MODULES: list[str] = [
+    "catalog_pools.cli.check",
+    "catalog_pools.cli.explain",
+    "catalog_pools.cli.make_data",
+]
 ENTRY_POINT_GROUP = "catalog_pools.commands"
 
 

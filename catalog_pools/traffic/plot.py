@@ -182,7 +182,7 @@ def _timeline_panel(ax: Any, t: Traffic, colours: dict[str, str]) -> None:
             ax.text(x, (src + dst) / 2, " " + format_bytes(tr.nbytes), fontsize=7, color=colour, va="center")
     ax.set_yticks(range(len(lanes)))
     ax.set_yticklabels(["client"] + [f"{site}  {w.rsplit(':', 1)[-1]}" for w, site in lanes[1:]], fontsize=8)
-    for label, (_, site) in zip(ax.get_yticklabels(), lanes):
+    for label, (_, site) in zip(ax.get_yticklabels(), lanes, strict=False):
         label.set_color(colours.get(site, "black"))
     ax.invert_yaxis()
     ax.set_xlabel("seconds")

@@ -17,12 +17,11 @@ Sources (distributed 2026.8):
 - **bytes to the client**: each worker's ``transfer_outgoing_log`` entries with no
   requesting worker (``who=None``): those are gathers made by the scheduler or
   the client on the client's behalf (``compute``, ``gather``, ``result``).
-- **bytes read**: bytes returned by dask.array's chunk getters
-  (``dask.array.core.getter``, ``getter_nofancy``, ``getter_inline``), which is how
-  xarray and ``dask.array.from_array`` / ``from_zarr`` load chunks from files;
-  counted in each worker process while the block is open, even when dask fused
-  the load into a bigger task. Reads made otherwise (``dask.delayed`` code, a
-  custom loader) are not seen.
+- **bytes read**: bytes returned by dask.array's chunk getters, which is how
+  xarray and ``dask.array.from_array`` / ``from_zarr`` load chunks from files,
+  counted by a worker plugin (:class:`.reads.ReadCounter`) registered for the
+  block, even when dask fused the load into a bigger task. Reads made otherwise
+  (``dask.delayed`` code, a custom loader) are not seen.
 
 Logs are read with ``client.run`` on entry (a marker per worker) and on exit
 (only entries newer than the marker count). Not counted: data the client sends
@@ -35,17 +34,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import threading
 import time
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dask.utils import format_bytes, key_split
+from dask.utils import format_bytes
 
 from ..engine.sites import worker_sites
+from .logs import collect, mark
+from .reads import ReadCounter
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ CLIENT = "client"
 #: Location name of workers that belong to no site (parentheses: never a site name).
 NO_SITE = "(no site)"
 
-__all__ = ["CLIENT", "NO_SITE", "Traffic", "Transfer", "task_prefix_counts", "traffic"]
+__all__ = ["CLIENT", "NO_SITE", "Traffic", "Transfer", "traffic"]
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,9 @@ class Traffic:
         lines = [f"traffic report: wall time {self.wall_time:.2f} s"]
         for i, r in enumerate(rows):
             lines.append(
-                "  " + r[0].ljust(width[0]) + "".join("  " + c.rjust(w) for c, w in zip(r[1:], width[1:]))
+                "  "
+                + r[0].ljust(width[0])
+                + "".join("  " + c.rjust(w) for c, w in zip(r[1:], width[1:], strict=True))
             )
             if i == 0:
                 lines.append("  " + "-" * (sum(width) + 6))
@@ -195,126 +198,6 @@ class Traffic:
         from .plot import plot_traffic
 
         return plot_traffic(self, Path(path), title=title)
-
-
-# ------------------------------------------------------------------ worker-side code
-# Run on workers through client.run, so these must be importable module-level
-# functions (catalog_pools must be installed where the workers run).
-
-_read_lock = threading.Lock()
-_read_bytes = 0
-_patch_depth = 0
-_originals: dict[str, Any] = {}
-_in_getter = threading.local()
-
-
-def _counting(name: str, original: Any) -> Any:
-    def getter(*args: Any, **kwargs: Any) -> Any:
-        global _read_bytes
-        # getter() recurses and getter_nofancy() calls getter(): count the outermost only.
-        depth = getattr(_in_getter, "depth", 0)
-        _in_getter.depth = depth + 1
-        try:
-            out = original(*args, **kwargs)
-        finally:
-            _in_getter.depth = depth
-        if depth == 0:
-            n = getattr(out, "nbytes", 0)
-            with _read_lock:
-                _read_bytes += int(n) if isinstance(n, int | float) else 0
-        return out
-
-    getter.__name__ = getter.__qualname__ = name
-    getter.__wrapped__ = original  # type: ignore[attr-defined]
-    getter._catalog_pools_counting = True  # type: ignore[attr-defined]
-    return getter
-
-
-_GETTERS = ("getter", "getter_nofancy", "getter_inline")
-
-
-def _start_counting_reads() -> None:
-    """Wrap dask.array's chunk getters in this process (reference counted)."""
-    from dask.array import core
-
-    global _patch_depth
-    with _read_lock:
-        _patch_depth += 1
-        if _patch_depth > 1:
-            return
-        for name in _GETTERS:
-            current = getattr(core, name)
-            if getattr(current, "_catalog_pools_counting", False):
-                continue
-            _originals[name] = current
-            setattr(core, name, _counting(name, current))
-
-
-def _stop_counting_reads() -> None:
-    from dask.array import core
-
-    global _patch_depth
-    with _read_lock:
-        _patch_depth = max(0, _patch_depth - 1)
-        if _patch_depth:
-            return
-        for name, original in _originals.items():
-            setattr(core, name, original)
-        _originals.clear()
-
-
-def _signature(entry: Mapping[str, Any]) -> tuple[Any, ...]:
-    return (entry.get("start"), entry.get("stop"), entry.get("who"), entry.get("total"))
-
-
-def _mark(count_reads: bool, dask_worker: Any) -> dict[str, Any]:
-    if count_reads:
-        _start_counting_reads()
-    inc, out = dask_worker.transfer_incoming_log, dask_worker.transfer_outgoing_log
-    return {
-        "in": _signature(inc[-1]) if inc else None,
-        "out": _signature(out[-1]) if out else None,
-        "reads": _read_bytes,
-    }
-
-
-def _since(log: Any, mark: tuple[Any, ...] | None) -> tuple[list[dict[str, Any]], bool]:
-    """Entries newer than ``mark``, and whether some may have been dropped."""
-    new: list[dict[str, Any]] = []
-    for entry in reversed(log):
-        if mark is not None and _signature(entry) == mark:
-            return new[::-1], False
-        new.append(entry)
-    # Marker gone: the bounded deque rotated past it, so all entries are new and
-    # older new ones may be lost if it is full.
-    return new[::-1], mark is not None and log.maxlen is not None and len(log) >= log.maxlen
-
-
-def _collect(marks: Mapping[str, dict[str, Any]], count_reads: bool, dask_worker: Any) -> dict[str, Any]:
-    mark = marks.get(dask_worker.address, {"in": None, "out": None, "reads": None})
-    incoming, lost_in = _since(dask_worker.transfer_incoming_log, mark["in"])
-    outgoing, lost_out = _since(dask_worker.transfer_outgoing_log, mark["out"])
-    reads = None
-    if count_reads and mark["reads"] is not None:
-        reads = _read_bytes - mark["reads"]
-
-    def slim(e: Mapping[str, Any]) -> dict[str, Any]:
-        return {
-            "who": e.get("who"),
-            "total": int(e.get("total") or 0),
-            "n_keys": len(e.get("keys") or ()),
-            "start": e.get("start"),
-            "stop": e.get("stop"),
-        }
-
-    return {
-        "incoming": [slim(e) for e in incoming],
-        # who=None: a gather by the scheduler or the client, not by a worker.
-        "to_client": [slim(e) for e in outgoing if e.get("who") is None],
-        "in_flight": int(dask_worker.transfer_outgoing_count),
-        "lost": lost_in or lost_out,
-        "reads": reads,
-    }
 
 
 # ----------------------------------------------------------------------- client side
@@ -385,8 +268,9 @@ def traffic(client: Any = None, count_reads: bool = True, settle: float = 5.0) -
     client
         A ``distributed.Client`` (default: the current default client).
     count_reads
-        Measure :attr:`Traffic.bytes_read_by_site` by wrapping dask.array's
-        chunk getters in the worker processes for the duration of the block.
+        Measure :attr:`Traffic.bytes_read_by_site` with a worker plugin
+        (:class:`~catalog_pools.traffic.reads.ReadCounter`) registered for the
+        duration of the block.
     settle
         At most this many seconds to wait on exit for workers to finish sending
         results (a worker logs a send only once the receiver acknowledged it).
@@ -408,8 +292,12 @@ def traffic(client: Any = None, count_reads: bool = True, settle: float = 5.0) -
     client = client if client is not None else distributed.get_client()
     t = Traffic()
     sites = dict(worker_sites(client))
+    plugin = None
     try:
-        marks = client.run(_mark, count_reads)
+        marks = client.run(mark)
+        if count_reads:
+            plugin = f"catalog-pools-reads-{uuid.uuid4().hex}"
+            client.register_plugin(ReadCounter(), name=plugin)
     except Exception as e:  # catalog_pools not importable on the workers, say
         logger.warning("cannot read worker logs, traffic will be empty: %s", e)
         marks = None
@@ -422,7 +310,7 @@ def traffic(client: Any = None, count_reads: bool = True, settle: float = 5.0) -
     finally:
         t.wall_time = time.perf_counter() - start
         try:
-            _finish(t, client, stream, marks, sites, count_reads, settle)
+            _finish(t, client, stream, marks, sites, plugin, settle)
         except Exception as e:  # never hide the block's own exception behind ours
             logger.warning("traffic report incomplete: %s", e)
             t.complete = False
@@ -434,7 +322,7 @@ def _finish(
     stream: Any,
     marks: Mapping[str, dict[str, Any]] | None,
     sites: dict[str, str | None],
-    count_reads: bool,
+    plugin: str | None,
     settle: float,
 ) -> None:
     stream.__exit__(None, None, None)
@@ -444,7 +332,7 @@ def _finish(
             deadline = time.monotonic() + settle
             while True:
                 finish = time.monotonic() >= deadline
-                collected = client.run(_collect, marks, count_reads)
+                collected = client.run(collect, marks, plugin)
                 if finish or not any(c["in_flight"] for c in collected.values()):
                     break
                 time.sleep(0.05)
@@ -452,16 +340,8 @@ def _finish(
             logger.warning("cannot read worker logs, transfers will be missing: %s", e)
             t.complete = False
         finally:
-            if count_reads:
+            if plugin is not None:
                 with contextlib.suppress(Exception):
-                    client.run(_stop_counting_reads)
+                    client.unregister_worker_plugin(plugin)
     sites.update(worker_sites(client))
     _fill(t, sites, list(stream.data), collected)
-
-
-def task_prefix_counts(t: Traffic) -> dict[str, Counter[str]]:
-    """``{site: Counter(task prefix -> runs)}``, e.g. to see which steps ran where."""
-    out: dict[str, Counter[str]] = defaultdict(Counter)
-    for key, site in t.task_sites.items():
-        out[site][key_split(key)] += 1
-    return dict(out)
