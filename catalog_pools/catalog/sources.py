@@ -23,7 +23,7 @@ import glob
 import io
 import logging
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 from intake.source.base import DataSource, Schema
 
@@ -92,8 +92,6 @@ class SiteXarraySource(DataSource):
     partition_access = True
     version = "1"
     name = "site_xarray"
-    #: intake driver names (and class paths) that open_catalog replaces by this class.
-    replaces: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -297,7 +295,6 @@ class SiteZarrSource(SiteXarraySource):
     """
 
     name = "site_zarr"
-    replaces = ("zarr", "intake_xarray.xzarr.ZarrSource", "intake_xarray.ZarrSource")
 
     @staticmethod
     def _open(
@@ -325,7 +322,6 @@ class SiteNetCDFSource(SiteXarraySource):
     """
 
     name = "site_netcdf"
-    replaces = ("netcdf", "intake_xarray.netcdf.NetCDFSource", "intake_xarray.NetCDFSource")
 
     def __init__(
         self, urlpath: str | list[str], *args: Any, path_as_pattern: Any = True, **kwargs: Any
@@ -377,7 +373,6 @@ class SiteOpenDapSource(SiteXarraySource):
     """
 
     name = "site_opendap"
-    replaces = ("opendap", "intake_xarray.opendap.OpenDapSource", "intake_xarray.OpenDapSource")
 
     def __init__(
         self, urlpath: str, *args: Any, engine: str = "netcdf4", auth: Any = None, **kwargs: Any
@@ -400,4 +395,23 @@ class SiteOpenDapSource(SiteXarraySource):
 #: Format classes by registered driver name.
 DRIVERS: dict[str, type[SiteXarraySource]] = {
     cls.name: cls for cls in (SiteZarrSource, SiteNetCDFSource, SiteOpenDapSource)
+}
+
+#: The one table of driver aliases: a name (or class path) written in a catalog
+#: -> the registered driver that :func:`~catalog_pools.catalog.open_catalog` uses.
+#: intake-xarray 2's adapters force ``engine="scipy"`` on netCDF4 and ignore
+#: call-time arguments; intake's YAML catalogs would not pin their entries.
+DRIVER_ALIASES: dict[str, str] = {
+    "zarr": "site_zarr",
+    "intake_xarray.xzarr.ZarrSource": "site_zarr",
+    "intake_xarray.ZarrSource": "site_zarr",
+    "netcdf": "site_netcdf",
+    "intake_xarray.netcdf.NetCDFSource": "site_netcdf",
+    "intake_xarray.NetCDFSource": "site_netcdf",
+    "opendap": "site_opendap",
+    "intake_xarray.opendap.OpenDapSource": "site_opendap",
+    "intake_xarray.OpenDapSource": "site_opendap",
+    "yaml_file_cat": "site_catalog",
+    "intake.catalog.local.YAMLFileCatalog": "site_catalog",
+    "intake.catalog.YAMLFileCatalog": "site_catalog",
 }

@@ -13,6 +13,7 @@ import logging
 import os
 import posixpath
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 logger = logging.getLogger(__name__)
@@ -42,11 +43,11 @@ class Location:
 
     def is_within(self, root: Location) -> bool:
         """True if this location is ``root`` or lies below it."""
-        return (
-            self.scheme == root.scheme
-            and self.netloc == root.netloc
-            and self.parts[: len(root.parts)] == root.parts
-        )
+        if self.scheme != root.scheme:
+            return False
+        if not root.netloc and not root.parts:
+            return True  # a scheme-only root ("gs://") holds the whole scheme
+        return self.netloc == root.netloc and self.parts[: len(root.parts)] == root.parts
 
     def __str__(self) -> str:
         path = "/" + "/".join(self.parts)
@@ -133,3 +134,32 @@ def normalized_url(urlpath: str) -> str:
     if split.query:
         rebuilt += f"?{split.query}"
     return rebuilt
+
+
+_WILDCARDS = "*?[{"
+
+
+def data_locations(urlpath: Any, storage_options: Any = None) -> list[str]:
+    """The storage locations an entry's data come from, for matching against site roots.
+
+    Each element of a list; the innermost URL of a chain (``simplecache::s3://b/x``
+    reads ``s3://b/x``); the reference file ``fo`` of a ``reference://`` URL;
+    the fixed directory before the first wildcard of a glob; local paths with
+    symlinks resolved.
+    """
+    items = list(urlpath) if isinstance(urlpath, (list, tuple)) else [urlpath]
+    out: list[str] = []
+    for item in items:
+        if not isinstance(item, str) or not item:
+            continue
+        url = item.split("::")[-1]
+        if url.startswith("reference://"):
+            fo = (storage_options or {}).get("fo") if isinstance(storage_options, dict) else None
+            out.extend(data_locations(fo) if fo else [url])
+            continue
+        cut = min((url.find(c) for c in _WILDCARDS if c in url), default=-1)
+        if cut >= 0:
+            url = url[:cut].rsplit("/", 1)[0] or "/"
+        local = local_path(url)
+        out.append(os.path.realpath(local) if local is not None else url)
+    return out
