@@ -95,13 +95,13 @@ def _read_local(path: str, file: str) -> bytes:
         raise DataNotFoundError(f"catalog file not readable: {path}", file) from None
     except OSError as exc:
         raise CatalogError(f"cannot open the catalog file: {exc}", file) from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device"
+        raise CatalogError(f"not a regular file ({kind}); a catalog is a YAML file", file)
     with os.fdopen(fd, "rb") as f:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device"
-            raise CatalogError(f"not a regular file ({kind}); a catalog is a YAML file", file)
-        data = f.read(MAX_BYTES + 1)
-    return data
+        return f.read(MAX_BYTES + 1)
 
 
 def read_catalog_text(path: str, storage_options: Mapping[str, Any] | None = None) -> str:

@@ -160,8 +160,9 @@ class SiteXarraySource(DataSource):
                 name=getattr(self, "name", None),
                 metadata=self._declared,
                 catalog=self.cat,
-                urlpath=self.urlpath if isinstance(self.urlpath, str) else None,
+                urlpath=self.urlpath,
                 site=self._site_arg,
+                storage_options=self.storage_options,
             )
             self._decision = (id(self.cat), decision)
         return self._decision[1]

@@ -131,7 +131,27 @@ class Prober:
         return "unreachable", reason
 
 
+def _authoritative(exc: FileNotFoundError) -> FileNotFoundError:
+    """``exc`` if the server said "not found"; else the connection error it hides.
+
+    fsspec's HTTP filesystem turns every failure of ``info()`` (refused
+    connection, DNS, 500, 403) into ``FileNotFoundError``, keeping the cause.
+    """
+    cause = exc.__cause__
+    if cause is None or isinstance(cause, FileNotFoundError) or getattr(cause, "status", None) in (404, 410):
+        return exc
+    status = getattr(cause, "status", None)
+    raise ConnectionError(f"HTTP {status}" if status else f"{type(cause).__name__}: {cause}") from None
+
+
 def _remote_lookup(url: str, so: dict[str, Any]) -> None:
+    try:
+        _remote_lookup_raw(url, so)
+    except FileNotFoundError as exc:
+        raise _authoritative(exc) from None
+
+
+def _remote_lookup_raw(url: str, so: dict[str, Any]) -> None:
     import fsspec
 
     fs, path = fsspec.core.url_to_fs(url, **so)
@@ -141,9 +161,10 @@ def _remote_lookup(url: str, so: dict[str, Any]) -> None:
         return
     try:
         fs.info(path)
-    except FileNotFoundError:
+    except FileNotFoundError as exc:
         if not url.startswith("http"):
             raise
+        _authoritative(exc)
         for marker in (".zmetadata", "zarr.json", ".zgroup"):  # a zarr store over HTTP has no listing
             try:
                 fs.info(path.rstrip("/") + "/" + marker)
@@ -235,7 +256,7 @@ def check_entry(info: Any, prober: Prober) -> CheckResult | None:
             local = local_path(url)
             statuses.append(_local_status(local, result.site, roots) if local is not None else prober.remote(url, so))
         worst = max(statuses, key=lambda s: STATUSES.index(s[0]), default=("OK", "no urlpath to check"))
-        result.status, result.reason = worst
+        result.status, result.reason = worst[0], str(redact(worst[1]))
     except CatalogError as exc:
         result.reason = str(redact(str(exc)))
     except Exception as exc:  # any driver or template failure ends as this entry's error line
