@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import socket
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +11,7 @@ from pathlib import Path
 import dask
 import pytest
 from catalog_data import predictions, write, write_catalog
+from dead_host import dead_host_server
 
 from catalog_pools.catalog import open_catalog
 from catalog_pools.catalog.yaml_catalog import walk_entries
@@ -32,28 +31,8 @@ def store(tmp_path: Path) -> Path:
 @pytest.fixture
 def dead_host() -> Iterator[str]:
     """http://127.0.0.1:PORT of a server that accepts connections and never answers."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(64)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        srv.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                held.append(srv.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{srv.getsockname()[1]}"
-    stop.set()
-    thread.join(2)
-    for s in held:
-        s.close()
-    srv.close()
+    with dead_host_server() as url:
+        yield url
 
 
 def test_sandbox_refuses_template_in_roots(tmp_path: Path) -> None:
