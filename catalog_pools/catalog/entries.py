@@ -156,8 +156,8 @@ def _parameters(spec: dict[str, Any]) -> list[Any]:
             raise CatalogError(f"parameter {pname!r} must be a mapping (type, default...), got {attrs!r}")
         try:
             out.append(UserParameter(str(pname), **attrs))
-        except (TypeError, ValueError) as exc:
-            raise CatalogError(f"parameter {pname!r} is invalid: {exc}") from None
+        except (TypeError, ValueError, KeyError) as exc:  # KeyError: unknown type
+            raise CatalogError(f"parameter {pname!r} is invalid: {exc!r}") from None
     return out
 
 

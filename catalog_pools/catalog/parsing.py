@@ -185,7 +185,10 @@ def load_yaml(text: str, file: str | None) -> tuple[Any, dict[str, str]]:
         Invalid YAML, too many nodes (alias bomb), too deep, or duplicate
         keys outside an entry.
     """
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:
+        raise CatalogError(_yaml_problem(exc), file) from None
     try:
         node = loader.get_single_node()
         if node is None:

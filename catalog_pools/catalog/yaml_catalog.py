@@ -131,8 +131,8 @@ def _shared_parameters(metadata: Mapping[str, Any], file: str) -> dict[str, Any]
             raise CatalogError(f"metadata.parameters.{pname} must be a mapping", file)
         try:
             out[str(pname)] = UserParameter(str(pname), **attrs)
-        except (TypeError, ValueError) as exc:
-            raise CatalogError(f"metadata.parameters.{pname} is invalid: {exc}", file) from None
+        except (TypeError, ValueError, KeyError) as exc:  # KeyError: unknown type
+            raise CatalogError(f"metadata.parameters.{pname} is invalid: {exc!r}", file) from None
     return out
 
 

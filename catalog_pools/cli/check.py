@@ -121,6 +121,8 @@ class Prober:
             return "missing", "not found (authoritative answer from the server)"
         except PermissionError as exc:
             return "unreachable", f"access denied from here: {redact(str(exc))[:200]}"
+        except TypeError as exc:
+            return "error", f"storage_options {redact(so)} rejected for {url}: {exc}"
         except ImportError as exc:
             reason = str(missing_extra(protocol, exc))
         except CatalogUnreachableError as exc:
@@ -140,6 +142,8 @@ def _authoritative(exc: FileNotFoundError) -> FileNotFoundError:
     cause = exc.__cause__
     if cause is None or isinstance(cause, FileNotFoundError) or getattr(cause, "status", None) in (404, 410):
         return exc
+    if isinstance(cause, TypeError):
+        raise cause  # storage_options the filesystem does not take
     status = getattr(cause, "status", None)
     raise ConnectionError(f"HTTP {status}" if status else f"{type(cause).__name__}: {cause}") from None
 
@@ -257,6 +261,8 @@ def check_entry(info: Any, prober: Prober) -> CheckResult | None:
             statuses.append(_local_status(local, result.site, roots) if local is not None else prober.remote(url, so))
         worst = max(statuses, key=lambda s: STATUSES.index(s[0]), default=("OK", "no urlpath to check"))
         result.status, result.reason = worst[0], str(redact(worst[1]))
+        if result.status == "error":
+            result.reason = where + result.reason
     except CatalogError as exc:
         result.reason = str(redact(str(exc)))
     except Exception as exc:  # any driver or template failure ends as this entry's error line
