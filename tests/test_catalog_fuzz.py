@@ -46,8 +46,15 @@ FILES: list[str] = [
     "sources: {}\nplugins: {source: [5, {module: 7}, {module: os}, {dir: /tmp}]}",
     "\t sources: {}",
     "sources: {a: &x [*x]}",
-    "a: &a [" + ", ".join(["x"] * 50) + "]\nb: &b [" + ", ".join(["*a"] * 50) + "]\nc: &c ["
-    + ", ".join(["*b"] * 50) + "]\nd: [" + ", ".join(["*c"] * 50) + "]\nsources: {}",
+    "a: &a ["
+    + ", ".join(["x"] * 50)
+    + "]\nb: &b ["
+    + ", ".join(["*a"] * 50)
+    + "]\nc: &c ["
+    + ", ".join(["*b"] * 50)
+    + "]\nd: ["
+    + ", ".join(["*c"] * 50)
+    + "]\nsources: {}",
     "[" * 5000 + "]" * 5000,
     "sources: {}\n" + "# " + "x" * 100_000,
     "sources: !!python/object/apply:os.system ['true']",
@@ -125,8 +132,14 @@ ENTRIES: list[Any] = [
     {"driver": "yaml_file_cat", "args": {"path": "{{ CATALOG_DIR }}/cat.yaml"}},
     {"driver": "yaml_file_cat", "args": {"path": "gs://nobucket/cat.yaml"}},
     {"driver": "site_catalog", "metadata": {"site": "other"}, "args": {"path": "{{ CATALOG_DIR }}/cat.yaml"}},
-    {"driver": "intake.source.derived.GenericTransform", "args": {"targets": ["x"], "transform": "os.system"}},
-    {"driver": "intake.source.derived.GenericTransform", "args": {"targets": ["x"], "transform": "nope_cp.f"}},
+    {
+        "driver": "intake.source.derived.GenericTransform",
+        "args": {"targets": ["x"], "transform": "os.system"},
+    },
+    {
+        "driver": "intake.source.derived.GenericTransform",
+        "args": {"targets": ["x"], "transform": "nope_cp.f"},
+    },
     {"driver": "csv", "args": {"urlpath": ["/a", 5]}},
     {"driver": "numpy", "args": {"path": "/dev/zero"}},
 ]
@@ -135,7 +148,10 @@ ENTRIES: list[Any] = [
 def _inputs() -> list[tuple[str, str]]:
     out = [(f"file{i}", text) for i, text in enumerate(FILES)]
     for i, spec in enumerate(ENTRIES):
-        doc = {"metadata": {"site": "ecmwf"}, "sources": {"ok": {"driver": "zarr", "args": {"urlpath": "/x"}}}}
+        doc = {
+            "metadata": {"site": "ecmwf"},
+            "sources": {"ok": {"driver": "zarr", "args": {"urlpath": "/x"}}},
+        }
         doc["sources"][f"e{i}"] = spec
         out.append((f"entry{i}", yaml.safe_dump(doc)))
     return out

@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 
-class CatalogFileBase(YAMLFileCatalog):  # type: ignore[misc]
+class CatalogFileBase(YAMLFileCatalog):
     """``YAMLFileCatalog`` that reads its file with :meth:`load_file` (ours)."""
 
     def _load(self, reload: bool = False) -> None:
@@ -31,7 +31,7 @@ class CatalogFileBase(YAMLFileCatalog):  # type: ignore[misc]
         # fsspec, with no size limit, FIFO check or timeout); intake calls it from
         # ``__init__`` and on ``reload()``. ``access`` False skips the first load
         # of a named sub-catalog, as intake does.
-        if self.access is False:
+        if getattr(self, "access", True) is False:
             self.updated = 0
             self.access = True
             return
@@ -56,7 +56,7 @@ class CatalogFileBase(YAMLFileCatalog):  # type: ignore[misc]
         return d if isinstance(d, str) else None
 
 
-class EntryBase(LocalCatalogEntry):  # type: ignore[misc]
+class EntryBase(LocalCatalogEntry):
     """``LocalCatalogEntry`` whose arguments are rendered by :meth:`open_args` (ours)."""
 
     def _create_open_args(self, user_parameters: dict[str, Any]) -> tuple[Any, dict[str, Any]]:

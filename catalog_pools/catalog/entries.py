@@ -23,20 +23,17 @@ from functools import lru_cache
 from typing import Any
 
 import dask
-import yaml
 from intake.source import registry
 from intake.source.base import DataSourceBase
 
 from .._compat.intake_internals import EntryBase, UserParameter
-from ..engine.pools import pool
 from ..errors import CatalogError, UnknownDriverError
+from .opening import PooledSource
 from .parsing import merge_args, redact, secrets_in
 from .siting import catalog_file, entry_label, resolve_site
 from .sources import DRIVER_ALIASES, DRIVERS, SiteXarraySource
 
 TRUSTED_KEY = "catalog_pools.catalog.trusted-modules"
-#: Containers whose dask collections catalog_pools cannot pin (dask-expr drops annotations).
-UNPINNED_CONTAINERS = ("dataframe",)
 
 
 @lru_cache(maxsize=1)
@@ -47,7 +44,7 @@ def _driver_packages() -> frozenset[str]:
 
 def trusted_module(module: str) -> bool:
     """True if a catalog may make us import ``module``."""
-    top = module.split(".")[0]
+    top = module.split(".", maxsplit=1)[0]
     extra = dask.config.get(TRUSTED_KEY, None) or []
     return module in sys.modules or top in _driver_packages() or top in set(extra)
 
@@ -121,7 +118,9 @@ def resolve_driver(spec: Any) -> tuple[list[type], dict[str, tuple[type, dict[st
             except CatalogError as exc:
                 problems.append(exc.problem)
         if not classes:
-            raise UnknownDriverError("no driver of the list can be used: " + "; ".join(problems or ["empty list"]))
+            raise UnknownDriverError(
+                "no driver of the list can be used: " + "; ".join(problems or ["empty list"])
+            )
         return classes, {}
     if isinstance(spec, dict):
         choices: dict[str, tuple[type, dict[str, Any]]] = {}
@@ -137,7 +136,6 @@ def resolve_driver(spec: Any) -> tuple[list[type], dict[str, tuple[type, dict[st
             raise UnknownDriverError("no driver choice can be used: " + "; ".join(problems))
         return [cls for cls, _ in choices.values()], choices
     return [driver_class(spec)], {}
-
 
 
 def _mapping(spec: dict[str, Any], key: str) -> dict[str, Any]:
@@ -257,7 +255,9 @@ class SiteCatalogEntry(EntryBase):
         md = {**self.declared_metadata, "catalog_dir": self.catalog_dir}
         args = {"metadata": md, **self.raw_args}
         try:
-            out = merge_args(args, user_parameters, self.all_parameters(), {"CATALOG_DIR": self.catalog_dir}, self.getenv)
+            out = merge_args(
+                args, user_parameters, self.all_parameters(), {"CATALOG_DIR": self.catalog_dir}, self.getenv
+            )
         except CatalogError as exc:
             raise self._error(exc.problem, type(exc)) from None
         if self.choices:
@@ -300,7 +300,9 @@ class SiteCatalogEntry(EntryBase):
         except ImportError as exc:
             raise self._error(f"driver {driver!r} needs a module that is not installed: {exc}") from None
         except (TypeError, ValueError, KeyError) as exc:
-            raise self._error(f"driver {driver!r} rejected the entry's arguments: {redact(str(exc))}") from None
+            raise self._error(
+                f"driver {driver!r} rejected the entry's arguments: {redact(str(exc))}"
+            ) from None
         except Exception as exc:  # third-party drivers may do I/O when created
             raise self._error(f"driver {driver!r} failed: {type(exc).__name__}: {redact(str(exc))}") from None
         if isinstance(source, SiteXarraySource) or self.container == "catalog":
@@ -328,80 +330,3 @@ class BrokenEntry(SiteCatalogEntry):
     def get(self, **user_parameters: Any) -> Any:
         """Raises the entry's error."""
         raise self.error
-
-
-class PooledSource:
-    """Any intake source whose dask collections are created under ``pool(site)``.
-
-    Used for entries with a site whose driver is not one of this package's
-    (``rasterio``, ``ndzarr``, ``intake_esm``...). Attributes are the wrapped
-    source's; calling it with parameters gives the entry with those
-    parameters, as intake does (``cat.basin(basin_id="01013500")``).
-    """
-
-    def __init__(self, source: Any, site: str | None, entry: Any = None, params: Any = None) -> None:
-        object.__setattr__(self, "_source", source)
-        object.__setattr__(self, "site", site)
-        object.__setattr__(self, "_entry", entry)
-        object.__setattr__(self, "_params", dict(params or {}))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._source, name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        setattr(self._source, name, value)
-
-    def __repr__(self) -> str:
-        return f"<PooledSource site={self.site!r} {self._source!r}>"
-
-    def __call__(self, **kwargs: Any) -> Any:
-        """The entry opened with these parameters (intake's ``source(**kwargs)``)."""
-        if self._entry is None:
-            return PooledSource(self._source(**kwargs), self.site)
-        return self._entry.get(**{**self._params, **kwargs})
-
-    def _check_pinnable(self) -> None:
-        container = getattr(self._source, "container", None)
-        if self.site is not None and container in UNPINNED_CONTAINERS:
-            entry = self._entry
-            raise CatalogError(
-                f"entry is tabular ({container}): catalog_pools pins xarray datasets only, and "
-                f"this entry's tasks would run on any worker, not only on site {self.site!r}. "
-                "Declare `site: null` on it to open it unpinned",
-                getattr(entry, "file", None),
-                getattr(entry, "label", None),
-            )
-
-    def to_dask(self, *args: Any, **kwargs: Any) -> Any:
-        """The wrapped source's ``to_dask()``, its tasks pinned to the site."""
-        self._check_pinnable()
-        with pool(self.site):
-            return self._source.to_dask(*args, **kwargs)
-
-    def read(self, *args: Any, **kwargs: Any) -> Any:
-        """The wrapped source's ``read()`` (dask work inside is pinned)."""
-        self._check_pinnable()
-        with pool(self.site):
-            return self._source.read(*args, **kwargs)
-
-    def discover(self) -> Any:
-        """The wrapped source's ``discover()``, under ``pool(site)``."""
-        with pool(self.site):
-            return self._source.discover()
-
-    def describe(self) -> dict[str, Any]:
-        """The entry's description plus ``site``, secrets redacted."""
-        try:
-            desc = dict(self._source.describe())
-        except Exception:  # intake-xarray 2 adapters have no describe()
-            desc = dict(self._entry.describe()) if self._entry is not None else {}
-        return redact({**desc, "site": self.site})
-
-    def yaml(self) -> str:
-        """The entry as catalog YAML."""
-        try:
-            return str(self._source.yaml())
-        except Exception:  # adapters without the v1 serialisation
-            desc = self.describe()
-            spec = {k: desc.get(k) for k in ("description", "driver", "args", "metadata") if k in desc}
-            return yaml.safe_dump({"sources": {desc.get("name", "entry"): spec}}, default_flow_style=False)

@@ -154,9 +154,7 @@ def _walk_nodes(root: yaml.Node) -> Iterator[tuple[yaml.Node, tuple[str, ...]]]:
         node, path = stack.pop()
         count += 1
         if count > MAX_NODES:
-            raise ValueError(
-                f"more than {MAX_NODES} YAML nodes once aliases are expanded (an alias bomb?)"
-            )
+            raise ValueError(f"more than {MAX_NODES} YAML nodes once aliases are expanded (an alias bomb?)")
         yield node, path
         if isinstance(node, yaml.SequenceNode):
             stack.extend((child, path) for child in node.value)
@@ -226,7 +224,7 @@ def _env_global(name: Any, default: Any = "") -> str:
 
 
 def _passthrough(funcname: str) -> Callable[[Any], str]:
-    return lambda x: "{{%s(%s)}}" % (funcname, x)
+    return lambda x: "{{" + f"{funcname}({x})" + "}}"
 
 
 _ENVS: dict[bool, Any] = {}

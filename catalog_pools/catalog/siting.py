@@ -245,7 +245,9 @@ def _root_site(urlpath: Any, storage_options: Any, catalog: Any, file: str | Non
     sites = {s for s in found.values() if s is not None}
     if len(sites) > 1:
         where = ", ".join(f"{loc} -> {s or 'no site'}" for loc, s in found.items())
-        raise SiteConflictError(f"the entry's data span several sites ({where}); split the entry", file, label)
+        raise SiteConflictError(
+            f"the entry's data span several sites ({where}); split the entry", file, label
+        )
     return next(iter(sites), None)
 
 

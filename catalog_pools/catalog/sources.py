@@ -19,7 +19,7 @@ have no ``.metadata``.
 
 from __future__ import annotations
 
-import glob
+import contextlib
 import io
 import logging
 from collections.abc import Mapping
@@ -28,7 +28,7 @@ from typing import Any
 from intake.source.base import DataSource, Schema
 
 from ..errors import CatalogError
-from .opening import OPEN_ON_CHOICES, open_on_policy, open_pinned
+from .opening import open_on_policy, open_pinned
 from .siting import (
     UNSET,
     SiteDecision,
@@ -36,28 +36,12 @@ from .siting import (
     entry_label,
     resolve_site,
 )
-from .urls import has_protocol, local_path, normalized_url
+from .urls import expand_paths, has_protocol, is_multi, local_path, normalized_url
 
 logger = logging.getLogger(__name__)
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 NETCDF3_MAGIC = b"CDF"
-
-
-def _is_multi(urlpath: Any) -> bool:
-    return isinstance(urlpath, (list, tuple)) or (isinstance(urlpath, str) and "*" in urlpath)
-
-
-def _expand_paths(urlpath: Any, storage_options: Mapping[str, Any]) -> list[str]:
-    """A list or glob of paths/URLs as a sorted list of paths/URLs."""
-    if isinstance(urlpath, (list, tuple)):
-        return [normalized_url(p) for p in urlpath]
-    if not has_protocol(urlpath):
-        return sorted(glob.glob(urlpath))
-    import fsspec
-
-    fs, _, paths = fsspec.get_fs_token_paths(urlpath, storage_options=dict(storage_options))
-    return [fs.unstrip_protocol(p) for p in sorted(paths)]
 
 
 class SiteXarraySource(DataSource):
@@ -130,10 +114,8 @@ class SiteXarraySource(DataSource):
         """Entry metadata, with ``site`` filled in once it can be resolved."""
         md = self._metadata
         if "site" not in md and self.__dict__.get("_ready"):
-            try:
+            with contextlib.suppress(CatalogError):  # reported by to_dask(); .metadata stays readable
                 md["site"] = self.site
-            except CatalogError:
-                pass  # reported by to_dask()/read(); .metadata stays readable
         return md
 
     @metadata.setter
@@ -192,8 +174,10 @@ class SiteXarraySource(DataSource):
                 f"storage_options {dict(so)!r} were given for the local path {first}; they "
                 "apply to fsspec URLs (s3://, https://...) only: remove them or use a URL"
             )
-        if self.open_on is not None and self.open_on not in OPEN_ON_CHOICES:
-            raise self._error(f"open_on must be one of {OPEN_ON_CHOICES}, got {self.open_on!r}")
+        try:
+            open_on_policy(self.open_on)  # the one check of open_on
+        except ValueError as exc:
+            raise self._error(str(exc)) from None
         if not isinstance(self.xarray_kwargs, Mapping):
             raise self._error(f"xarray_kwargs must be a mapping, got {self.xarray_kwargs!r}")
 
@@ -306,8 +290,8 @@ class SiteZarrSource(SiteXarraySource):
         kw: dict[str, Any] = {"engine": "zarr", **xarray_kwargs}
         if storage_options:
             kw["storage_options"] = storage_options
-        if _is_multi(urlpath):
-            return xr.open_mfdataset(_expand_paths(urlpath, storage_options), chunks=chunks, **kw)
+        if is_multi(urlpath):
+            return xr.open_mfdataset(expand_paths(urlpath, storage_options), chunks=chunks, **kw)
         return xr.open_dataset(urlpath, chunks=chunks, **kw)
 
 
@@ -342,8 +326,8 @@ class SiteNetCDFSource(SiteXarraySource):
     ) -> Any:
         import xarray as xr
 
-        if _is_multi(urlpath):
-            paths = _expand_paths(urlpath, storage_options)
+        if is_multi(urlpath):
+            paths = expand_paths(urlpath, storage_options)
             if not paths:
                 raise FileNotFoundError(f"no file matches {urlpath}")
             if has_protocol(paths[0]):

@@ -9,9 +9,11 @@ components, never on raw string prefixes (``/data/ecmwf2`` is not under
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import posixpath
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -163,3 +165,20 @@ def data_locations(urlpath: Any, storage_options: Any = None) -> list[str]:
         local = local_path(url)
         out.append(os.path.realpath(local) if local is not None else url)
     return out
+
+
+def is_multi(urlpath: Any) -> bool:
+    """True for a list of paths or a glob (opened with ``open_mfdataset``)."""
+    return isinstance(urlpath, (list, tuple)) or (isinstance(urlpath, str) and "*" in urlpath)
+
+
+def expand_paths(urlpath: Any, storage_options: Mapping[str, Any]) -> list[str]:
+    """A list or glob of paths/URLs as a sorted list of paths/URLs."""
+    if isinstance(urlpath, (list, tuple)):
+        return [normalized_url(p) for p in urlpath]
+    if not has_protocol(urlpath):
+        return sorted(glob.glob(urlpath))
+    import fsspec
+
+    fs, _, paths = fsspec.get_fs_token_paths(urlpath, storage_options=dict(storage_options))
+    return [fs.unstrip_protocol(p) for p in sorted(paths)]

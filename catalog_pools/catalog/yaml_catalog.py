@@ -99,9 +99,10 @@ class SiteCatalog(CatalogFileBase):
         }
         self.set_entries(entries, directory)
         self.user_parameters.update(_shared_parameters(metadata, file))
-        self.metadata = {**(self.metadata or {}), **metadata}
+        own: dict[str, Any] = getattr(self, "metadata", None) or {}
+        self.metadata = {**own, **metadata}
         self.name = self.name or data.get("name") or self.name_from_path
-        self.description = self.description or data.get("description")
+        self.description = getattr(self, "description", None) or data.get("description")
 
     def _check_file_metadata(self, metadata: Mapping[str, Any], file: str) -> None:
         site = metadata.get("site", UNSET)
@@ -142,7 +143,9 @@ def _plugin_problems(plugins: Any, file: str) -> Iterator[CatalogError]:
         return
     sources = plugins.get("source") if isinstance(plugins, dict) else None
     if not isinstance(sources, list):
-        yield CatalogError(f"`plugins:` must be {{source: [{{module: name}}]}}, got {plugins!r}", file, "plugins")
+        yield CatalogError(
+            f"`plugins:` must be {{source: [{{module: name}}]}}, got {plugins!r}", file, "plugins"
+        )
         return
     for item in sources:
         module = item.get("module") if isinstance(item, dict) else None
@@ -256,7 +259,9 @@ def walk_entries(catalog: Any, max_depth: int = MAX_DEPTH) -> Iterator[EntryInfo
 def _visit(cat: Any, chain: tuple[str, ...], visited: set[str], max_depth: int) -> Iterator[EntryInfo]:
     for name, entry in catalog_entries(cat).items():
         label = entry_label(name, cat)
-        info = EntryInfo(label, catalog_file(cat), entry, getattr(entry, "original_driver", None), catalog=cat)
+        info = EntryInfo(
+            label, catalog_file(cat), entry, getattr(entry, "original_driver", None), catalog=cat
+        )
         if isinstance(entry, BrokenEntry):
             info.error = entry.error
             yield info

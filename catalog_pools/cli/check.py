@@ -41,7 +41,17 @@ from .app import Runner, register_command
 STATUSES = ("OK", "missing", "unreachable", "site-private", "error")
 DEADLINE_KEY = "catalog_pools.check.deadline"
 #: Loggers of fsspec backends that print retry tracebacks for every dead host.
-NOISY_LOGGERS = ("botocore", "aiobotocore", "s3fs", "gcsfs", "google", "fsspec", "urllib3", "aiohttp", "asyncio")
+NOISY_LOGGERS = (
+    "botocore",
+    "aiobotocore",
+    "s3fs",
+    "gcsfs",
+    "google",
+    "fsspec",
+    "urllib3",
+    "aiohttp",
+    "asyncio",
+)
 _PATTERN_CHARS = "*?[{"
 
 
@@ -101,7 +111,7 @@ class Prober:
         self.deadline = deadline
         self.dead: dict[str, str] = {}
 
-    def remote(self, url: str, so: dict[str, Any]) -> tuple[str, str]:
+    def remote(self, url: str, so: dict[str, Any]) -> tuple[str, str]:  # noqa: PLR0911 - one per status
         """``(status, reason)`` for one remote URL."""
         from fsspec.core import split_protocol
 
@@ -252,13 +262,16 @@ def check_entry(info: Any, prober: Prober) -> CheckResult | None:
         urls, so = _entry_urls(args)
         result.urls = [str(redact(u)) for u in urls]
         roots = [
-            loc for loc, _ in site_roots(catalog_chain(info.catalog)).get(result.site or "", [])
+            loc
+            for loc, _ in site_roots(catalog_chain(info.catalog)).get(result.site or "", [])
             if local_path(loc) is not None
         ]
         statuses = []
         for url in urls:
             local = local_path(url)
-            statuses.append(_local_status(local, result.site, roots) if local is not None else prober.remote(url, so))
+            statuses.append(
+                _local_status(local, result.site, roots) if local is not None else prober.remote(url, so)
+            )
         worst = max(statuses, key=lambda s: STATUSES.index(s[0]), default=("OK", "no urlpath to check"))
         result.status, result.reason = worst[0], str(redact(worst[1]))
         if result.status == "error":
@@ -295,7 +308,9 @@ def check_catalog(
             emit(CheckResult("(catalog)", path, "error", reason=str(redact(str(exc)))))
             return results
         except Exception as exc:  # never a traceback
-            emit(CheckResult("(catalog)", path, "error", reason=f"catalog {path}: {type(exc).__name__}: {exc}"))
+            emit(
+                CheckResult("(catalog)", path, "error", reason=f"catalog {path}: {type(exc).__name__}: {exc}")
+            )
             return results
         for cat_file in [cat]:
             for problem in cat_file.plugin_problems:
@@ -337,7 +352,8 @@ def _check_setup(parser: argparse.ArgumentParser) -> Runner:
         elif not args.quiet:
             ok = n["OK"]
             detail = ", ".join(f"{k} {v}" for k, v in n.items())
-            print(f"{ok} of {len(results)} entries OK, {len(results) - ok} problem(s) ({detail}) in {seconds:.1f} s")
+            bad = len(results) - ok
+            print(f"{ok} of {len(results)} entries OK, {bad} problem(s) ({detail}) in {seconds:.1f} s")
         return 1 if n["error"] or (args.strict and n["missing"]) else 0
 
     return run
