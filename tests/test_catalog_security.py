@@ -333,3 +333,34 @@ def test_parameterised_entry_describe_and_tabular(tmp_path: Path) -> None:
     desc = cat.img.describe()
     assert desc["site"] == "ecmwf" and "abcdefgh" not in str(desc)
     assert "basin" in cat.basin.yaml()
+
+
+def test_to_dask_on_a_dead_host_fails_fast(tmp_path: Path, dead_host: str) -> None:
+    path = write_catalog(
+        tmp_path / "cat.yaml",
+        f"""
+        metadata: {{site: ecmwf}}
+        sources:
+          dead: {{driver: zarr, args: {{urlpath: "{dead_host}/x.zarr"}}}}
+          gcs: {{driver: zarr, args: {{urlpath: "gs://bucket/x.zarr"}}}}
+        """,
+    )
+    start = time.monotonic()
+    with dask.config.set({"catalog_pools.open-timeout": 1.0}), pytest.raises(CatalogError, match="'dead'"):
+        open_catalog(path).dead.to_dask()
+    assert time.monotonic() - start < 10
+    try:
+        import gcsfs  # noqa: F401
+    except ImportError:
+        with pytest.raises(CatalogError, match=r"entry 'gcs'.*catalog-pools\[gcs\]"):
+            open_catalog(path).gcs.to_dask()
+
+
+def test_remote_catalog_file_without_network(dead_host: str) -> None:
+    start = time.monotonic()
+    with dask.config.set({"catalog_pools.check.timeout": 1.0}):
+        [result] = check_catalog(f"{dead_host}/catalog.yaml")
+        assert result.status == "error" and "unreachable" in result.reason
+        [result] = check_catalog("gs://no-network-bucket/catalog.yaml")
+        assert result.status == "error" and "gs://no-network-bucket/catalog.yaml" in result.reason
+    assert time.monotonic() - start < 10

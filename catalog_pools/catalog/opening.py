@@ -34,12 +34,13 @@ from ..engine.install import install_on_default_client
 from ..engine.pools import pool
 from ..engine.sites import resource_name, worker_command, worker_sites
 from ..errors import CatalogError, DataNotFoundError
-from .parsing import redact
+from .parsing import call_with_timeout, redact
 
 logger = logging.getLogger(__name__)
 
 OPEN_ON_CHOICES = ("auto", "client", "site")
 CONFIG_KEY = "catalog_pools.open-on"
+OPEN_TIMEOUT_KEY = "catalog_pools.open-timeout"
 
 
 def open_on_policy(value: str | None = None) -> str:
@@ -67,6 +68,11 @@ def default_client() -> Any | None:
 
 #: Packages whose exceptions mean "the data cannot be reached from here" (not all are OSError).
 _IO_PACKAGES = ("botocore", "aiobotocore", "aiohttp", "gcsfs", "google", "s3fs", "requests", "urllib3")
+
+
+def _open_timeout() -> float:
+    """Seconds an open on the client may take (dask config ``catalog_pools.open-timeout``)."""
+    return float(dask.config.get(OPEN_TIMEOUT_KEY, 120))
 
 
 def _unreadable(exc: BaseException) -> bool:
@@ -172,7 +178,7 @@ def open_pinned(
                 entry,
             ) from exc
     try:
-        return open_in_site(opener, site, kwargs)
+        return call_with_timeout(lambda: open_in_site(opener, site, kwargs), _open_timeout(), what)
     except Exception as exc:
         if not _unreadable(exc):
             raise

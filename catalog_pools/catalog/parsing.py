@@ -78,8 +78,13 @@ def call_with_timeout(fn: Callable[[], T], timeout: float, what: str) -> T:
     return box["value"]
 
 
-def missing_extra(protocol: str, exc: ImportError) -> CatalogUnreachableError:
+def missing_extra(exc: ImportError, url: Any) -> CatalogUnreachableError:
     """The error for a URL whose fsspec filesystem is not installed."""
+    from fsspec.core import split_protocol
+
+    first = url[0] if isinstance(url, (list, tuple)) and url else url
+    protocol = split_protocol(first.split("::")[-1])[0] if isinstance(first, str) else None
+    protocol = protocol or "file"
     extra = EXTRAS.get(protocol)
     hint = f"pip install 'catalog-pools[{extra}]'" if extra else f"install fsspec's {protocol} filesystem"
     return CatalogUnreachableError(f"no filesystem for {protocol}:// here ({exc}); {hint}")
@@ -123,7 +128,7 @@ def read_catalog_text(path: str, storage_options: Mapping[str, Any] | None = Non
         try:
             data = call_with_timeout(fetch, url_timeout(), f"reading {path}")
         except ImportError as exc:
-            raise CatalogError(str(missing_extra(protocol, exc)), path) from None
+            raise CatalogError(str(missing_extra(exc, path)), path) from None
         except FileNotFoundError:
             raise DataNotFoundError(f"catalog file not found: {path}", path) from None
         except Exception as exc:  # connection errors are not all OSError (botocore)
@@ -300,7 +305,7 @@ def merge_args(
     names = set()
     for par in parameters:
         names.add(par.name)
-        value = user_inputs.get(par.name, getattr(par, "_default", par.default))
+        value = user_inputs.get(par.name, par.default)
         if value is None:
             continue
         try:

@@ -29,6 +29,7 @@ from intake.source.base import DataSource, Schema
 
 from ..errors import CatalogError
 from .opening import open_on_policy, open_pinned
+from .parsing import missing_extra, redact
 from .siting import (
     UNSET,
     SiteDecision,
@@ -213,11 +214,13 @@ class SiteXarraySource(DataSource):
                     file=self.catalog_file,
                     entry=self.label,
                 )
+            except ImportError as exc:
+                raise self._error(f"cannot open {redact(urlpath)}: {missing_extra(exc, urlpath)}") from None
             except TypeError as exc:
                 if self.storage_options:
                     raise self._error(
-                        f"storage_options {dict(self.storage_options)!r} were rejected when "
-                        f"opening {urlpath}: {exc}"
+                        f"storage_options {redact(dict(self.storage_options))!r} were rejected when "
+                        f"opening {redact(urlpath)}: {exc}"
                     ) from exc
                 raise
         return self._ds

@@ -134,7 +134,7 @@ class Prober:
         except TypeError as exc:
             return "error", f"storage_options {redact(so)} rejected for {url}: {exc}"
         except ImportError as exc:
-            reason = str(missing_extra(protocol, exc))
+            reason = str(missing_extra(exc, url))
         except CatalogUnreachableError as exc:
             reason = str(exc)
         except Exception as exc:  # connection errors: aiohttp, botocore (not OSError)...
