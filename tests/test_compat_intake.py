@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from catalog_data import write_catalog
 from intake.source.base import DataSource
@@ -25,7 +25,7 @@ class Counting(CatalogFileBase):
 
 
 class Rendering(EntryBase):
-    calls: list[dict[str, Any]] = []
+    calls: ClassVar[list[dict[str, Any]]] = []
 
     def open_args(self, user_parameters: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         type(self).calls.append(user_parameters)

@@ -70,6 +70,10 @@ def default_client() -> Any | None:
 _IO_PACKAGES = ("botocore", "aiobotocore", "aiohttp", "gcsfs", "google", "s3fs", "requests", "urllib3")
 
 
+def _why(exc: BaseException) -> str:
+    return str(redact(f"{type(exc).__name__}: {exc}"))
+
+
 def _open_timeout() -> float:
     """Seconds an open on the client may take (dask config ``catalog_pools.open-timeout``)."""
     return float(dask.config.get(OPEN_TIMEOUT_KEY, 120))
@@ -173,7 +177,7 @@ def open_pinned(
             if not _unreadable(exc):
                 raise
             raise DataNotFoundError(
-                f"cannot open {what} on a worker of site {site!r}: {type(exc).__name__}: {exc}",
+                f"cannot open {what} on a worker of site {site!r}: {_why(exc)}",
                 file,
                 entry,
             ) from exc
@@ -185,33 +189,26 @@ def open_pinned(
         local_error = exc
     if policy == "client" or site is None:
         raise DataNotFoundError(
-            f"cannot open {what} here: {type(local_error).__name__}: {local_error}",
+            f"cannot open {what} here: {_why(local_error)}",
             file,
             entry,
         ) from local_error
     if client is None:
         raise DataNotFoundError(
-            f"cannot open {what} from this process ({type(local_error).__name__}: "
-            f"{local_error}) and no distributed Client is connected to open it on a "
+            f"cannot open {what} from this process ({_why(local_error)}) and no "
+            "distributed Client is connected to open it on a "
             f"worker of site {site!r}",
             file,
             entry,
         ) from local_error
-    logger.info(
-        "%s not readable here (%s: %s); opening it on a worker of site %s",
-        what,
-        type(local_error).__name__,
-        local_error,
-        site,
-    )
+    logger.info("%s not readable here (%s); opening it on a worker of site %s", what, _why(local_error), site)
     try:
         return _open_on_worker(client, opener, site, kwargs, what, file, entry)
     except Exception as exc:
         if not _unreadable(exc):
             raise
         raise DataNotFoundError(
-            f"cannot open {what} here ({type(local_error).__name__}: {local_error}) nor on "
-            f"a worker of site {site!r} ({type(exc).__name__}: {exc})",
+            f"cannot open {what} here ({_why(local_error)}) nor on a worker of site {site!r} ({_why(exc)})",
             file,
             entry,
         ) from exc

@@ -1,15 +1,8 @@
 """intake (v1) drivers that open xarray datasets pinned to the site hosting them.
 
-Registered in the ``intake.drivers`` entry-point group:
-
-``site_zarr``
-    :class:`SiteZarrSource`, zarr v2 and v3 stores.
-``site_netcdf``
-    :class:`SiteNetCDFSource`, netCDF4/HDF5 and netCDF3 files.
-``site_opendap``
-    :class:`SiteOpenDapSource`, OPeNDAP URLs.
-
-Each format only says how to open (a static ``_open``); the shared behaviour
+Registered in the ``intake.drivers`` entry-point group: ``site_zarr``
+(:class:`SiteZarrSource`), ``site_netcdf`` (:class:`SiteNetCDFSource`),
+``site_opendap`` (:class:`SiteOpenDapSource`). Each format only says how to open (a static ``_open``); the shared behaviour
 (site resolution, ``open_on``, ``to_dask``/``read``/``describe``) lives in
 :class:`SiteXarraySource`. They replace intake-xarray 2.0.0's ``zarr``,
 ``netcdf`` and ``opendap`` drivers in :func:`catalog_pools.catalog.open_catalog`:
@@ -210,7 +203,7 @@ class SiteXarraySource(DataSource):
                     open_kwargs,
                     site=decision.site,
                     open_on=open_on_policy(self.open_on),
-                    what=f"{self.name or 'dataset'} ({urlpath})",
+                    what=str(redact(f"{self.name or 'dataset'} ({urlpath})")),
                     file=self.catalog_file,
                     entry=self.label,
                 )
@@ -262,7 +255,7 @@ class SiteXarraySource(DataSource):
             desc["site"], desc["site_error"] = None, str(exc)
         desc["metadata"] = dict(desc.get("metadata") or {}, site=desc["site"])
         desc["open_on"] = open_on_policy(self.open_on)
-        return desc
+        return dict(redact(desc))
 
     def _close(self) -> None:
         if self._ds is not None:

@@ -60,18 +60,23 @@ class Location:
 
 def has_protocol(urlpath: str) -> bool:
     """True if ``urlpath`` starts with an fsspec protocol (``s3://``, ``file://``...)."""
-    scheme = urlsplit(urlpath).scheme
-    # A one-letter scheme is a Windows drive letter, not a protocol.
-    return "://" in urlpath and len(scheme) > 1
+    from fsspec.core import split_protocol
+
+    # fsspec ignores one-letter "protocols" (Windows drive letters).
+    return "://" in urlpath and split_protocol(urlpath)[0] is not None
 
 
 def local_path(urlpath: str) -> str | None:
     """The absolute local path ``urlpath`` names, or ``None`` for remote URLs."""
-    if not has_protocol(urlpath):
+    from fsspec.core import split_protocol, strip_protocol
+    from fsspec.utils import stringify_path
+
+    urlpath = stringify_path(urlpath)
+    protocol = split_protocol(urlpath)[0] if "://" in urlpath else None
+    if protocol is None:
         return os.path.abspath(os.path.expanduser(urlpath))
-    parts = urlsplit(urlpath)
-    if _SCHEME_ALIASES.get(parts.scheme.lower(), parts.scheme.lower()) == "file":
-        return os.path.abspath(unquote(parts.netloc + parts.path) or "/")
+    if _SCHEME_ALIASES.get(protocol.lower(), protocol.lower()) == "file":
+        return os.path.abspath(unquote(strip_protocol(urlpath)) or "/")
     return None
 
 
