@@ -3,10 +3,10 @@
 Registered in the ``intake.drivers`` entry-point group: ``site_zarr``
 (:class:`SiteZarrSource`), ``site_netcdf`` (:class:`SiteNetCDFSource`),
 ``site_opendap`` (:class:`SiteOpenDapSource`). Each format only says how to
-open (a static ``_open``); the shared behaviour (site resolution, ``open_on``, ``to_dask``/``read``/``describe``) lives in
-:class:`SiteXarraySource`. They replace intake-xarray 2.0.0's ``zarr``,
-``netcdf`` and ``opendap`` drivers in :func:`catalog_pools.catalog.open_catalog`:
-those force ``engine="scipy"`` on netCDF4 files, ignore call-time arguments and
+open (a static ``_open``); the shared behaviour (site resolution, ``open_on``,
+``to_dask``/``read``/``describe``) lives in :class:`SiteXarraySource`. They
+replace intake-xarray 2.0.0's ``zarr``, ``netcdf`` and ``opendap`` drivers in
+:func:`catalog_pools.catalog.open_catalog`: those force ``engine="scipy"`` on netCDF4 files, ignore call-time arguments and
 have no ``.metadata``.
 """
 
