@@ -6,8 +6,8 @@ Registered in the ``intake.drivers`` entry-point group: ``site_zarr``
 open (a static ``_open``); the shared behaviour (site resolution, ``open_on``,
 ``to_dask``/``read``/``describe``) lives in :class:`SiteXarraySource`. They
 replace intake-xarray 2.0.0's ``zarr``, ``netcdf`` and ``opendap`` drivers in
-:func:`catalog_pools.catalog.open_catalog`: those force ``engine="scipy"`` on netCDF4 files, ignore call-time arguments and
-have no ``.metadata``.
+:func:`catalog_pools.catalog.open_catalog`: those force ``engine="scipy"`` on
+netCDF4 files, ignore call-time arguments and have no ``.metadata``.
 """
 
 from __future__ import annotations
