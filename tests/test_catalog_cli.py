@@ -83,3 +83,25 @@ def test_register_command(monkeypatch: pytest.MonkeyPatch) -> None:
 
     assert cli.main(["hello", "world"]) == 3
     assert seen == ["world"]
+
+
+def test_check_json_and_exit_status(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    store = write(predictions(), tmp_path / "p.zarr", "zarr3")
+    path = write_catalog(
+        tmp_path / "cat.yaml",
+        f"""
+        metadata: {{site: ecmwf}}
+        sources:
+          good: {{driver: zarr, args: {{urlpath: "{store}"}}}}
+          gone: {{driver: zarr, args: {{urlpath: "{tmp_path}/gone.zarr"}}}}
+        """,
+    )
+    assert cli.main(["check", str(path), "--json"]) == 0  # missing data is not an error
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["counts"] == {"OK": 1, "missing": 1, "unreachable": 0, "site-private": 0, "error": 0}
+    assert [e["status"] for e in doc["entries"]] == ["OK", "missing"]
+    assert cli.main(["check", str(path), "--strict", "-q"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and out[0].startswith("missing ") and "gone" in out[0]
