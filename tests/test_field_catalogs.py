@@ -8,6 +8,7 @@ stands in for a dead host.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import time
@@ -60,6 +61,7 @@ def test_check_field_catalog(name: str, offline: bool, capsys: pytest.CaptureFix
     elapsed = time.monotonic() - start
     out = capsys.readouterr()
     assert "Traceback" not in out.out + out.err
+    assert all(line.startswith("ERROR: catalog ") for line in out.err.splitlines())  # no retry noise
     entries, per_status = EXPECTED[name]
     assert elapsed < 30
     assert code == (1 if per_status[4] else 0)
@@ -105,3 +107,18 @@ def test_offline_intake_xarray_entries_open(tmp_path: Path) -> None:
     cat = open_catalog(FIELD / "intake-xarray/tests-data/catalog.yaml")
     assert cat.xarray_source.site == "local" and cat.xarray_source.to_dask().sizes
     assert cat.blank.to_dask().sizes
+
+
+def test_whole_catalog_deadline(tmp_path: Path) -> None:
+    with contextlib.ExitStack() as stack:
+        urls = [stack.enter_context(dead_host_server()) for _ in range(3)]
+        path = tmp_path / "cat.yaml"
+        lines = [f"  e{i}: {{driver: zarr, args: {{urlpath: '{u}/x.zarr'}}}}" for i, u in enumerate(urls)]
+        path.write_text("metadata: {sites: {x: {roots: ['http://']}}}\nsources:\n" + "\n".join(lines))
+        start = time.monotonic()
+        with dask.config.set({"catalog_pools.check.deadline": 0.5}):
+            results = check_catalog(str(path), timeout=5.0)
+        elapsed = time.monotonic() - start
+    assert elapsed < 3  # not 3 x 5 s
+    assert [r.status for r in results] == ["unreachable"] * 3
+    assert all("deadline" in r.reason for r in results[1:])
