@@ -364,3 +364,18 @@ def test_remote_catalog_file_without_network(dead_host: str) -> None:
         [result] = check_catalog("gs://no-network-bucket/catalog.yaml")
         assert result.status == "error" and "gs://no-network-bucket/catalog.yaml" in result.reason
     assert time.monotonic() - start < 10
+
+
+def _raise_botocore(**kwargs: object) -> None:
+    from botocore.exceptions import EndpointConnectionError
+
+    raise EndpointConnectionError(endpoint_url="https://s3.example.invalid")
+
+
+def test_botocore_connection_error_takes_the_fallback() -> None:
+    from catalog_pools.catalog.opening import open_pinned
+    from catalog_pools.errors import DataNotFoundError
+
+    pytest.importorskip("botocore")
+    with pytest.raises(DataNotFoundError, match=r"entry 'x'.*EndpointConnectionError.*no distributed Client"):
+        open_pinned(_raise_botocore, {}, site="ecmwf", open_on="auto", file="cat.yaml", entry="x")
