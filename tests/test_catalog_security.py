@@ -379,3 +379,24 @@ def test_botocore_connection_error_takes_the_fallback() -> None:
     pytest.importorskip("botocore")
     with pytest.raises(DataNotFoundError, match=r"entry 'x'.*EndpointConnectionError.*no distributed Client"):
         open_pinned(_raise_botocore, {}, site="ecmwf", open_on="auto", file="cat.yaml", entry="x")
+
+
+def test_reference_targets_are_matched_against_roots(tmp_path: Path) -> None:
+    import json
+
+    (tmp_path / "eumetsat").mkdir()
+    refs = {"version": 1, "templates": {"u": "/data/ecmwf/big.nc"}, "refs": {"a/0": ["{{u}}", 0, 10]}}
+    (tmp_path / "eumetsat" / "refs.json").write_text(json.dumps(refs))
+    path = write_catalog(
+        tmp_path / "cat.yaml",
+        f"""
+        metadata:
+          sites: {{ecmwf: {{roots: ["/data/ecmwf"]}}, eumetsat: {{roots: ["{tmp_path}/eumetsat"]}}}}
+        sources:
+          r:
+            driver: zarr
+            args: {{urlpath: "reference://", storage_options: {{fo: "{tmp_path}/eumetsat/refs.json"}}}}
+        """,
+    )
+    with pytest.raises(SiteConflictError, match=r"several sites.*/data/ecmwf -> ecmwf"):
+        open_catalog(path).r.site  # noqa: B018

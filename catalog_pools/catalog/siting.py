@@ -16,7 +16,6 @@ as are two disagreeing declarations at the same level.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -25,8 +24,6 @@ from typing import Any
 from ..engine.sites import validate_site
 from ..errors import CatalogError, MissingSiteError, SiteConflictError
 from .urls import Location, data_locations, has_protocol, normalize
-
-logger = logging.getLogger(__name__)
 
 #: Sentinel for "no site given" (``None`` means explicitly unpooled).
 UNSET: Any = type("Unset", (), {"__repr__": lambda self: "UNSET"})()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,8 +30,6 @@ from .siting import (
     resolve_site,
 )
 from .urls import expand_paths, has_protocol, is_multi, local_path, normalized_url
-
-logger = logging.getLogger(__name__)
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 NETCDF3_MAGIC = b"CDF"

@@ -10,15 +10,13 @@ components, never on raw string prefixes (``/data/ecmwf2`` is not under
 from __future__ import annotations
 
 import glob
-import logging
+import json
 import os
 import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
-
-logger = logging.getLogger(__name__)
 
 #: fsspec protocol aliases that name the same storage.
 _SCHEME_ALIASES = {"s3a": "s3", "s3n": "s3", "gcs": "gs", "local": "file", "abfss": "abfs"}
@@ -144,6 +142,33 @@ def normalized_url(urlpath: str) -> str:
 
 
 _WILDCARDS = "*?[{"
+_MAX_REFERENCE_BYTES = 16 * 2**20
+
+
+def _reference_targets(fo: Any) -> list[str]:
+    """Directories of the targets a local kerchunk reference file points to (bounded read)."""
+    local = local_path(fo) if isinstance(fo, str) else None
+    if local is None or not os.path.isfile(local) or os.path.getsize(local) > _MAX_REFERENCE_BYTES:
+        return []
+    try:
+        with open(local, "rb") as f:
+            doc = json.loads(f.read())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(doc, dict):
+        return []
+    refs = doc.get("refs", doc)
+    templates: dict[str, Any] = doc["templates"] if isinstance(doc.get("templates"), dict) else {}
+    found: set[str] = set()
+    for value in refs.values() if isinstance(refs, dict) else []:
+        if isinstance(value, list) and value and isinstance(value[0], str):
+            target = value[0]
+            for name, tpl in templates.items():
+                target = target.replace("{{" + str(name) + "}}", str(tpl)).replace(
+                    "{{ " + str(name) + " }}", str(tpl)
+                )
+            found.add(target.rsplit("/", 1)[0] or target)
+    return sorted(found)[:1000]
 
 
 def data_locations(urlpath: Any, storage_options: Any = None) -> list[str]:
@@ -162,7 +187,7 @@ def data_locations(urlpath: Any, storage_options: Any = None) -> list[str]:
         url = item.split("::")[-1]
         if url.startswith("reference://"):
             fo = (storage_options or {}).get("fo") if isinstance(storage_options, dict) else None
-            out.extend(data_locations(fo) if fo else [url])
+            out.extend([*data_locations(fo), *_reference_targets(fo)] if fo else [url])
             continue
         cut = min((url.find(c) for c in _WILDCARDS if c in url), default=-1)
         if cut >= 0:
