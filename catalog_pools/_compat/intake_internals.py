@@ -19,7 +19,6 @@ __all__ = [
     "EntryBase",
     "UserParameter",
     "catalog_entries",
-    "catalog_parent",
 ]
 
 
@@ -129,8 +128,3 @@ def catalog_entries(catalog: Any) -> dict[str, Any]:
     # third-party drivers); ``_get_entries`` returns the entry objects.
     entries = catalog._get_entries()
     return dict(entries) if entries is not None else {}
-
-
-def catalog_parent(source: Any) -> Any:
-    """The catalog a source or nested catalog was opened from (``.cat``), or ``None``."""
-    return getattr(source, "cat", None)

@@ -312,9 +312,8 @@ def check_catalog(
                 CheckResult("(catalog)", path, "error", reason=f"catalog {path}: {type(exc).__name__}: {exc}")
             )
             return results
-        for cat_file in [cat]:
-            for problem in cat_file.plugin_problems:
-                emit(CheckResult("plugins", problem.file, "error", reason=str(problem)))
+        for problem in cat.plugin_problems:
+            emit(CheckResult("plugins", problem.file, "error", reason=str(problem)))
         for info in walk_entries(cat):
             for problem in getattr(info.child, "plugin_problems", []):
                 emit(CheckResult("plugins", problem.file, "error", reason=str(problem)))
