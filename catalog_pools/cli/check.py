@@ -336,13 +336,22 @@ def _check_setup(parser: argparse.ArgumentParser) -> Runner:
 
     def run(args: argparse.Namespace) -> int:
         start = time.monotonic()
+        progress = sys.stderr.isatty() and not args.json
+        seen = [0]
 
         def show(r: CheckResult) -> None:
-            if args.json or (args.quiet and r.status == "OK"):
-                return
-            print(r.line(), file=sys.stderr if r.status == "error" else sys.stdout, flush=True)
+            seen[0] += 1
+            if progress:
+                sys.stderr.write("\r\x1b[K")
+            if not (args.json or (args.quiet and r.status == "OK")):
+                print(r.line(), file=sys.stderr if r.status == "error" else sys.stdout, flush=True)
+            if progress:
+                sys.stderr.write(f"[{seen[0]} entries checked, {time.monotonic() - start:.0f} s]")
+                sys.stderr.flush()
 
         results = check_catalog(args.catalog, show, args.timeout)
+        if progress:
+            sys.stderr.write("\r\x1b[K")
         n = counts(results)
         seconds = time.monotonic() - start
         if args.json:
