@@ -400,3 +400,19 @@ def test_reference_targets_are_matched_against_roots(tmp_path: Path) -> None:
     )
     with pytest.raises(SiteConflictError, match=r"several sites.*/data/ecmwf -> ecmwf"):
         open_catalog(path).r.site  # noqa: B018
+
+
+def test_secrets_redacted_in_our_errors(tmp_path: Path, store: Path) -> None:
+    path = write_catalog(
+        tmp_path / "cat.yaml",
+        f"""
+        metadata: {{site: ecmwf}}
+        sources:
+          p: {{driver: zarr, args: {{urlpath: "{store}", storage_options: {{secret: verysecret1}}}}}}
+        """,
+    )
+    with pytest.raises(CatalogError) as info:
+        open_catalog(path).p.to_dask()
+    assert "verysecret1" not in str(info.value) and "***" in str(info.value)
+    [result] = check_catalog(str(path))
+    assert result.status == "error" and "verysecret1" not in result.reason

@@ -146,7 +146,7 @@ class SiteXarraySource(DataSource):
         return self.site_decision().site
 
     def _error(self, problem: str) -> CatalogError:
-        return CatalogError(problem, self.catalog_file, self.label)
+        return CatalogError(str(redact(problem)), self.catalog_file, self.label)
 
     def _check_args(self) -> None:
         url = self.urlpath
@@ -162,7 +162,7 @@ class SiteXarraySource(DataSource):
         first = url if isinstance(url, str) else url[0]
         if so and local_path(first) is not None:
             raise self._error(
-                f"storage_options {dict(so)!r} were given for the local path {first}; they "
+                f"storage_options {redact(dict(so))!r} were given for the local path {first}; they "
                 "apply to fsspec URLs (s3://, https://...) only: remove them or use a URL"
             )
         try:
