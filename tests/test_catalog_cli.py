@@ -20,9 +20,9 @@ def test_check_example_catalog(
     monkeypatch.setenv("CATALOG_POOLS_DATA", str(tmp_path / "data"))
     assert cli.main(["check", str(CATALOGS / "multicloud.yaml")]) == 0
     out = capsys.readouterr().out
-    ecmwf, eumetsat = out.index("ecmwf:\n"), out.index("eumetsat:\n")
-    assert ecmwf < out.index("ecmwf.predictions ") < out.index("ecmwf.predictions_nc") < eumetsat
-    assert eumetsat < out.index("eumetsat.observations ")
+    lines = out.splitlines()
+    assert sum(line.startswith("OK ") and "site=ecmwf" in line for line in lines) == 2
+    assert any(line.startswith("OK ") and "eumetsat.observations " in line for line in lines)
     assert "4 of 4 entries OK, 0 problem(s)" in out
 
 
@@ -43,10 +43,12 @@ def test_check_reports_one_line_per_problem(tmp_path: Path, capsys: pytest.Captu
     assert cli.main(["check", str(path)]) == 1
     captured = capsys.readouterr()
     errors = captured.err.strip().splitlines()
-    assert len(errors) == 5, errors
-    for name in ("nosite", "typo", "missing", "badsite", "nested"):
+    assert len(errors) == 4, errors
+    for name in ("nosite", "typo", "badsite", "nested"):
         assert sum(f"entry '{name}'" in line for line in errors) == 1, (name, errors)
     assert all(line.startswith("ERROR: catalog ") for line in errors)
+    # missing data is its own status (not an error): on stdout, one line
+    assert sum(line.startswith("missing ") and " missing " in line for line in captured.out.splitlines()) == 1
     assert "good  (zarr)" in captured.out and "1 of 6 entries OK" in captured.out
 
 
@@ -81,3 +83,25 @@ def test_register_command(monkeypatch: pytest.MonkeyPatch) -> None:
 
     assert cli.main(["hello", "world"]) == 3
     assert seen == ["world"]
+
+
+def test_check_json_and_exit_status(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    store = write(predictions(), tmp_path / "p.zarr", "zarr3")
+    path = write_catalog(
+        tmp_path / "cat.yaml",
+        f"""
+        metadata: {{site: ecmwf}}
+        sources:
+          good: {{driver: zarr, args: {{urlpath: "{store}"}}}}
+          gone: {{driver: zarr, args: {{urlpath: "{tmp_path}/gone.zarr"}}}}
+        """,
+    )
+    assert cli.main(["check", str(path), "--json"]) == 0  # missing data is not an error
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["counts"] == {"OK": 1, "missing": 1, "unreachable": 0, "site-private": 0, "error": 0}
+    assert [e["status"] for e in doc["entries"]] == ["OK", "missing"]
+    assert cli.main(["check", str(path), "--strict", "-q"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and out[0].startswith("missing ") and "gone" in out[0]

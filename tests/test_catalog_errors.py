@@ -113,7 +113,7 @@ def test_missing_nested_catalog_file(tmp_path: Path) -> None:
         """,
     )
     with pytest.raises(DataNotFoundError) as info:
-        open_catalog(path).ecmwf
+        open_catalog(path).ecmwf  # noqa: B018 - the access raises
     msg = str(info.value)
     assert "top.yaml" in msg and "entry 'ecmwf'" in msg and "ecmwf.yaml" in msg
 
@@ -264,4 +264,4 @@ def test_entry_arguments_rejected_by_driver(tmp_path: Path, store: Path) -> None
         """,
     )
     with pytest.raises(CatalogError, match=r"entry 'p': driver 'site_zarr' rejected"):
-        open_catalog(path).p
+        open_catalog(path).p  # noqa: B018 - the access raises

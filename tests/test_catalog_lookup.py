@@ -86,7 +86,8 @@ def test_default_catalog_from_dask_config(example: Path) -> None:
 def test_default_catalog_from_environment(example: Path) -> None:
     code = (
         "import catalog_pools.catalog.lookup as l; "
-        f"print(__import__('catalog_pools').pool_of(l.load_from_catalog({str(example / 'ecmwf' / 'predictions.nc')!r})))"
+        "print(__import__('catalog_pools').pool_of("
+        f"l.load_from_catalog({str(example / 'ecmwf' / 'predictions.nc')!r})))"
     )
     env = dict(os.environ, DASK_CATALOG_POOLS__DEFAULT_CATALOG=str(CATALOGS / "multicloud.yaml"))
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)

@@ -16,19 +16,14 @@ as are two disagreeing declarations at the same level.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from ..engine.sites import validate_site
 from ..errors import CatalogError, MissingSiteError, SiteConflictError
-from .urls import Location, has_protocol, normalize
-
-logger = logging.getLogger(__name__)
+from .urls import Location, data_locations, has_protocol, normalize
 
 #: Sentinel for "no site given" (``None`` means explicitly unpooled).
 UNSET: Any = type("Unset", (), {"__repr__": lambda self: "UNSET"})()
@@ -81,9 +76,11 @@ def file_metadata(catalog: Any) -> dict[str, Any]:
         cached = vars(catalog).get("_catalog_pools_file_md")
         if cached is not None and cached[0] == hash(text):
             return cached[1]
+        from .parsing import load_yaml
+
         try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError:
+            data = load_yaml(text, None)[0]
+        except CatalogError:
             data = None
         md = data.get("metadata") if isinstance(data, dict) else None
         md = md if isinstance(md, dict) else {}
@@ -95,8 +92,7 @@ def file_metadata(catalog: Any) -> dict[str, Any]:
 
 def nesting_metadata(catalog: Any) -> dict[str, Any]:
     """``metadata:`` of the parent-catalog entry that nests ``catalog``."""
-    entry = vars(catalog).get("_entry")
-    md = getattr(entry, "_metadata", None)
+    md = vars(catalog).get("nest_metadata")
     return md if isinstance(md, dict) else {}
 
 
@@ -160,7 +156,7 @@ def _as_roots(value: Any, site: str, file: str | None) -> list[str]:
 
 def catalog_dir(catalog: Any) -> str:
     """The directory (or URL prefix) holding a catalog's file."""
-    d = vars(catalog).get("_dir")
+    d = getattr(catalog, "catalog_directory", None)
     if isinstance(d, str):
         return d
     md = getattr(catalog, "metadata", None) or {}
@@ -173,10 +169,13 @@ def expand_root(root: str, catalog: Any) -> str:
     Relative local roots are taken from the catalog's directory, so a catalog
     means the same thing whatever the current directory.
     """
-    from intake.catalog.utils import expand_templates
+    from .parsing import render
 
     cdir = catalog_dir(catalog)
-    rendered = expand_templates({"r": root}, {"CATALOG_DIR": cdir}, getenv=True)["r"]
+    try:
+        rendered = str(render(root, {"CATALOG_DIR": cdir}))
+    except CatalogError as exc:
+        raise CatalogError(f"metadata.sites root {root!r}: {exc.problem}", catalog_file(catalog)) from None
     if not has_protocol(rendered) and not os.path.isabs(os.path.expanduser(rendered)):
         sep = "" if cdir.endswith("/") else "/"
         rendered = f"{cdir}{sep}{rendered}"
@@ -228,6 +227,27 @@ def site_of_location(
     return next(iter(sites))
 
 
+def _root_site(urlpath: Any, storage_options: Any, catalog: Any, file: str | None, label: str) -> str | None:
+    """The one site whose roots hold every location of the entry's data, or ``None``."""
+    locations = data_locations(urlpath, storage_options)
+    if not locations:
+        return None
+    try:
+        roots = site_roots(catalog_chain(catalog))
+    except CatalogError as exc:
+        raise CatalogError(exc.problem, exc.file, label) from None
+    if not roots:
+        return None
+    found = {loc: site_of_location(normalize(loc), roots, file, label) for loc in locations}
+    sites = {s for s in found.values() if s is not None}
+    if len(sites) > 1:
+        where = ", ".join(f"{loc} -> {s or 'no site'}" for loc, s in found.items())
+        raise SiteConflictError(
+            f"the entry's data span several sites ({where}); split the entry", file, label
+        )
+    return next(iter(sites), None)
+
+
 def resolve_site(
     *,
     name: str | None,
@@ -235,6 +255,7 @@ def resolve_site(
     catalog: Any,
     urlpath: Any,
     site: Any = UNSET,
+    storage_options: Any = None,
 ) -> SiteDecision:
     """Resolve the site of one entry (see the module docstring for the rules).
 
@@ -247,9 +268,12 @@ def resolve_site(
     catalog
         The catalog holding the entry (``None`` for a source made directly).
     urlpath
-        The entry's (expanded) urlpath, matched against site roots.
+        The entry's (expanded) urlpath, list or glob, matched against site
+        roots (see :func:`~catalog_pools.catalog.urls.data_locations`).
     site
         A site passed as an argument, if any.
+    storage_options
+        The entry's storage options (``fo`` of ``reference://`` URLs).
 
     Raises
     ------
@@ -285,19 +309,11 @@ def resolve_site(
         if chosen[0] is None:
             return SiteDecision(None, chosen[1])
 
-    root_site = None
-    if isinstance(urlpath, str):
-        chain = catalog_chain(catalog)
-        try:
-            roots = site_roots(chain)
-        except CatalogError as exc:
-            raise CatalogError(exc.problem, exc.file, label) from None
-        if roots:
-            root_site = site_of_location(normalize(urlpath), roots, file, label)
+    root_site = _root_site(urlpath, storage_options, catalog, file, label)
     if chosen is not None:
         if root_site is not None and root_site != chosen[0]:
             raise SiteConflictError(
-                f"{chosen[1]} declares site {chosen[0]!r} but its urlpath {urlpath} lies "
+                f"{chosen[1]} declares site {chosen[0]!r} but its data ({urlpath}) lie "
                 f"under a root of site {root_site!r} (metadata.sites); fix one of them",
                 file,
                 label,

@@ -1,34 +1,27 @@
 """intake (v1) drivers that open xarray datasets pinned to the site hosting them.
 
-Registered in the ``intake.drivers`` entry-point group:
-
-``site_zarr``
-    :class:`SiteZarrSource`, zarr v2 and v3 stores.
-``site_netcdf``
-    :class:`SiteNetCDFSource`, netCDF4/HDF5 and netCDF3 files.
-``site_opendap``
-    :class:`SiteOpenDapSource`, OPeNDAP URLs.
-
-Each format only says how to open (a static ``_open``); the shared behaviour
-(site resolution, ``open_on``, ``to_dask``/``read``/``describe``) lives in
-:class:`SiteXarraySource`. They replace intake-xarray 2.0.0's ``zarr``,
-``netcdf`` and ``opendap`` drivers in :func:`catalog_pools.catalog.open_catalog`:
-those force ``engine="scipy"`` on netCDF4 files, ignore call-time arguments and
-have no ``.metadata``.
+Registered in the ``intake.drivers`` entry-point group: ``site_zarr``
+(:class:`SiteZarrSource`), ``site_netcdf`` (:class:`SiteNetCDFSource`),
+``site_opendap`` (:class:`SiteOpenDapSource`). Each format only says how to
+open (a static ``_open``); the shared behaviour (site resolution, ``open_on``,
+``to_dask``/``read``/``describe``) lives in :class:`SiteXarraySource`. They
+replace intake-xarray 2.0.0's ``zarr``, ``netcdf`` and ``opendap`` drivers in
+:func:`catalog_pools.catalog.open_catalog`: those force ``engine="scipy"`` on
+netCDF4 files, ignore call-time arguments and have no ``.metadata``.
 """
 
 from __future__ import annotations
 
-import glob
+import contextlib
 import io
-import logging
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 from intake.source.base import DataSource, Schema
 
 from ..errors import CatalogError
-from .opening import OPEN_ON_CHOICES, open_on_policy, open_pinned
+from .opening import open_on_policy, open_pinned
+from .parsing import missing_extra, redact
 from .siting import (
     UNSET,
     SiteDecision,
@@ -36,28 +29,10 @@ from .siting import (
     entry_label,
     resolve_site,
 )
-from .urls import has_protocol, local_path, normalized_url
-
-logger = logging.getLogger(__name__)
+from .urls import expand_paths, has_protocol, is_multi, local_path, normalized_url
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 NETCDF3_MAGIC = b"CDF"
-
-
-def _is_multi(urlpath: Any) -> bool:
-    return isinstance(urlpath, (list, tuple)) or (isinstance(urlpath, str) and "*" in urlpath)
-
-
-def _expand_paths(urlpath: Any, storage_options: Mapping[str, Any]) -> list[str]:
-    """A list or glob of paths/URLs as a sorted list of paths/URLs."""
-    if isinstance(urlpath, (list, tuple)):
-        return [normalized_url(p) for p in urlpath]
-    if not has_protocol(urlpath):
-        return sorted(glob.glob(urlpath))
-    import fsspec
-
-    fs, _, paths = fsspec.get_fs_token_paths(urlpath, storage_options=dict(storage_options))
-    return [fs.unstrip_protocol(p) for p in sorted(paths)]
 
 
 class SiteXarraySource(DataSource):
@@ -92,8 +67,6 @@ class SiteXarraySource(DataSource):
     partition_access = True
     version = "1"
     name = "site_xarray"
-    #: intake driver names (and class paths) that open_catalog replaces by this class.
-    replaces: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -132,10 +105,8 @@ class SiteXarraySource(DataSource):
         """Entry metadata, with ``site`` filled in once it can be resolved."""
         md = self._metadata
         if "site" not in md and self.__dict__.get("_ready"):
-            try:
+            with contextlib.suppress(CatalogError):  # reported by to_dask(); .metadata stays readable
                 md["site"] = self.site
-            except CatalogError:
-                pass  # reported by to_dask()/read(); .metadata stays readable
         return md
 
     @metadata.setter
@@ -162,8 +133,9 @@ class SiteXarraySource(DataSource):
                 name=getattr(self, "name", None),
                 metadata=self._declared,
                 catalog=self.cat,
-                urlpath=self.urlpath if isinstance(self.urlpath, str) else None,
+                urlpath=self.urlpath,
                 site=self._site_arg,
+                storage_options=self.storage_options,
             )
             self._decision = (id(self.cat), decision)
         return self._decision[1]
@@ -174,7 +146,7 @@ class SiteXarraySource(DataSource):
         return self.site_decision().site
 
     def _error(self, problem: str) -> CatalogError:
-        return CatalogError(problem, self.catalog_file, self.label)
+        return CatalogError(str(redact(problem)), self.catalog_file, self.label)
 
     def _check_args(self) -> None:
         url = self.urlpath
@@ -190,11 +162,13 @@ class SiteXarraySource(DataSource):
         first = url if isinstance(url, str) else url[0]
         if so and local_path(first) is not None:
             raise self._error(
-                f"storage_options {dict(so)!r} were given for the local path {first}; they "
+                f"storage_options {redact(dict(so))!r} were given for the local path {first}; they "
                 "apply to fsspec URLs (s3://, https://...) only: remove them or use a URL"
             )
-        if self.open_on is not None and self.open_on not in OPEN_ON_CHOICES:
-            raise self._error(f"open_on must be one of {OPEN_ON_CHOICES}, got {self.open_on!r}")
+        try:
+            open_on_policy(self.open_on)  # the one check of open_on
+        except ValueError as exc:
+            raise self._error(str(exc)) from None
         if not isinstance(self.xarray_kwargs, Mapping):
             raise self._error(f"xarray_kwargs must be a mapping, got {self.xarray_kwargs!r}")
 
@@ -226,15 +200,17 @@ class SiteXarraySource(DataSource):
                     open_kwargs,
                     site=decision.site,
                     open_on=open_on_policy(self.open_on),
-                    what=f"{self.name or 'dataset'} ({urlpath})",
+                    what=str(redact(f"{self.name or 'dataset'} ({urlpath})")),
                     file=self.catalog_file,
                     entry=self.label,
                 )
+            except ImportError as exc:
+                raise self._error(f"cannot open {redact(urlpath)}: {missing_extra(exc, urlpath)}") from None
             except TypeError as exc:
                 if self.storage_options:
                     raise self._error(
-                        f"storage_options {dict(self.storage_options)!r} were rejected when "
-                        f"opening {urlpath}: {exc}"
+                        f"storage_options {redact(dict(self.storage_options))!r} were rejected when "
+                        f"opening {redact(urlpath)}: {exc}"
                     ) from exc
                 raise
         return self._ds
@@ -276,7 +252,7 @@ class SiteXarraySource(DataSource):
             desc["site"], desc["site_error"] = None, str(exc)
         desc["metadata"] = dict(desc.get("metadata") or {}, site=desc["site"])
         desc["open_on"] = open_on_policy(self.open_on)
-        return desc
+        return dict(redact(desc))
 
     def _close(self) -> None:
         if self._ds is not None:
@@ -297,7 +273,6 @@ class SiteZarrSource(SiteXarraySource):
     """
 
     name = "site_zarr"
-    replaces = ("zarr", "intake_xarray.xzarr.ZarrSource", "intake_xarray.ZarrSource")
 
     @staticmethod
     def _open(
@@ -308,8 +283,8 @@ class SiteZarrSource(SiteXarraySource):
         kw: dict[str, Any] = {"engine": "zarr", **xarray_kwargs}
         if storage_options:
             kw["storage_options"] = storage_options
-        if _is_multi(urlpath):
-            return xr.open_mfdataset(_expand_paths(urlpath, storage_options), chunks=chunks, **kw)
+        if is_multi(urlpath):
+            return xr.open_mfdataset(expand_paths(urlpath, storage_options), chunks=chunks, **kw)
         return xr.open_dataset(urlpath, chunks=chunks, **kw)
 
 
@@ -325,7 +300,6 @@ class SiteNetCDFSource(SiteXarraySource):
     """
 
     name = "site_netcdf"
-    replaces = ("netcdf", "intake_xarray.netcdf.NetCDFSource", "intake_xarray.NetCDFSource")
 
     def __init__(
         self, urlpath: str | list[str], *args: Any, path_as_pattern: Any = True, **kwargs: Any
@@ -345,8 +319,8 @@ class SiteNetCDFSource(SiteXarraySource):
     ) -> Any:
         import xarray as xr
 
-        if _is_multi(urlpath):
-            paths = _expand_paths(urlpath, storage_options)
+        if is_multi(urlpath):
+            paths = expand_paths(urlpath, storage_options)
             if not paths:
                 raise FileNotFoundError(f"no file matches {urlpath}")
             if has_protocol(paths[0]):
@@ -377,7 +351,6 @@ class SiteOpenDapSource(SiteXarraySource):
     """
 
     name = "site_opendap"
-    replaces = ("opendap", "intake_xarray.opendap.OpenDapSource", "intake_xarray.OpenDapSource")
 
     def __init__(
         self, urlpath: str, *args: Any, engine: str = "netcdf4", auth: Any = None, **kwargs: Any
@@ -400,4 +373,23 @@ class SiteOpenDapSource(SiteXarraySource):
 #: Format classes by registered driver name.
 DRIVERS: dict[str, type[SiteXarraySource]] = {
     cls.name: cls for cls in (SiteZarrSource, SiteNetCDFSource, SiteOpenDapSource)
+}
+
+#: The one table of driver aliases: a name (or class path) written in a catalog
+#: -> the registered driver that :func:`~catalog_pools.catalog.open_catalog` uses.
+#: intake-xarray 2's adapters force ``engine="scipy"`` on netCDF4 and ignore
+#: call-time arguments; intake's YAML catalogs would not pin their entries.
+DRIVER_ALIASES: dict[str, str] = {
+    "zarr": "site_zarr",
+    "intake_xarray.xzarr.ZarrSource": "site_zarr",
+    "intake_xarray.ZarrSource": "site_zarr",
+    "netcdf": "site_netcdf",
+    "intake_xarray.netcdf.NetCDFSource": "site_netcdf",
+    "intake_xarray.NetCDFSource": "site_netcdf",
+    "opendap": "site_opendap",
+    "intake_xarray.opendap.OpenDapSource": "site_opendap",
+    "intake_xarray.OpenDapSource": "site_opendap",
+    "yaml_file_cat": "site_catalog",
+    "intake.catalog.local.YAMLFileCatalog": "site_catalog",
+    "intake.catalog.YAMLFileCatalog": "site_catalog",
 }

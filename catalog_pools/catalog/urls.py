@@ -9,13 +9,14 @@ components, never on raw string prefixes (``/data/ecmwf2`` is not under
 
 from __future__ import annotations
 
-import logging
+import glob
+import json
 import os
 import posixpath
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote, urlsplit
-
-logger = logging.getLogger(__name__)
 
 #: fsspec protocol aliases that name the same storage.
 _SCHEME_ALIASES = {"s3a": "s3", "s3n": "s3", "gcs": "gs", "local": "file", "abfss": "abfs"}
@@ -42,11 +43,11 @@ class Location:
 
     def is_within(self, root: Location) -> bool:
         """True if this location is ``root`` or lies below it."""
-        return (
-            self.scheme == root.scheme
-            and self.netloc == root.netloc
-            and self.parts[: len(root.parts)] == root.parts
-        )
+        if self.scheme != root.scheme:
+            return False
+        if not root.netloc and not root.parts:
+            return True  # a scheme-only root ("gs://") holds the whole scheme
+        return self.netloc == root.netloc and self.parts[: len(root.parts)] == root.parts
 
     def __str__(self) -> str:
         path = "/" + "/".join(self.parts)
@@ -57,18 +58,23 @@ class Location:
 
 def has_protocol(urlpath: str) -> bool:
     """True if ``urlpath`` starts with an fsspec protocol (``s3://``, ``file://``...)."""
-    scheme = urlsplit(urlpath).scheme
-    # A one-letter scheme is a Windows drive letter, not a protocol.
-    return "://" in urlpath and len(scheme) > 1
+    from fsspec.core import split_protocol
+
+    # fsspec ignores one-letter "protocols" (Windows drive letters).
+    return "://" in urlpath and split_protocol(urlpath)[0] is not None
 
 
 def local_path(urlpath: str) -> str | None:
     """The absolute local path ``urlpath`` names, or ``None`` for remote URLs."""
-    if not has_protocol(urlpath):
+    from fsspec.core import split_protocol, strip_protocol
+    from fsspec.utils import stringify_path
+
+    urlpath = stringify_path(urlpath)
+    protocol = split_protocol(urlpath)[0] if "://" in urlpath else None
+    if protocol is None:
         return os.path.abspath(os.path.expanduser(urlpath))
-    parts = urlsplit(urlpath)
-    if _SCHEME_ALIASES.get(parts.scheme.lower(), parts.scheme.lower()) == "file":
-        return os.path.abspath(unquote(parts.netloc + parts.path) or "/")
+    if _SCHEME_ALIASES.get(protocol.lower(), protocol.lower()) == "file":
+        return os.path.abspath(unquote(strip_protocol(urlpath)) or "/")
     return None
 
 
@@ -133,3 +139,76 @@ def normalized_url(urlpath: str) -> str:
     if split.query:
         rebuilt += f"?{split.query}"
     return rebuilt
+
+
+_WILDCARDS = "*?[{"
+_MAX_REFERENCE_BYTES = 16 * 2**20
+
+
+def _reference_targets(fo: Any) -> list[str]:
+    """Directories of the targets a local kerchunk reference file points to (bounded read)."""
+    local = local_path(fo) if isinstance(fo, str) else None
+    if local is None or not os.path.isfile(local) or os.path.getsize(local) > _MAX_REFERENCE_BYTES:
+        return []
+    try:
+        with open(local, "rb") as f:
+            doc = json.loads(f.read())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(doc, dict):
+        return []
+    refs = doc.get("refs", doc)
+    templates: dict[str, Any] = doc["templates"] if isinstance(doc.get("templates"), dict) else {}
+    found: set[str] = set()
+    for value in refs.values() if isinstance(refs, dict) else []:
+        if isinstance(value, list) and value and isinstance(value[0], str):
+            target = value[0]
+            for name, tpl in templates.items():
+                target = target.replace("{{" + str(name) + "}}", str(tpl)).replace(
+                    "{{ " + str(name) + " }}", str(tpl)
+                )
+            found.add(target.rsplit("/", 1)[0] or target)
+    return sorted(found)[:1000]
+
+
+def data_locations(urlpath: Any, storage_options: Any = None) -> list[str]:
+    """The storage locations an entry's data come from, for matching against site roots.
+
+    Each element of a list; the innermost URL of a chain (``simplecache::s3://b/x``
+    reads ``s3://b/x``); the reference file ``fo`` of a ``reference://`` URL;
+    the fixed directory before the first wildcard of a glob; local paths with
+    symlinks resolved.
+    """
+    items = list(urlpath) if isinstance(urlpath, (list, tuple)) else [urlpath]
+    out: list[str] = []
+    for item in items:
+        if not isinstance(item, str) or not item:
+            continue
+        url = item.split("::")[-1]
+        if url.startswith("reference://"):
+            fo = (storage_options or {}).get("fo") if isinstance(storage_options, dict) else None
+            out.extend([*data_locations(fo), *_reference_targets(fo)] if fo else [url])
+            continue
+        cut = min((url.find(c) for c in _WILDCARDS if c in url), default=-1)
+        if cut >= 0:
+            url = url[:cut].rsplit("/", 1)[0] or "/"
+        local = local_path(url)
+        out.append(os.path.realpath(local) if local is not None else url)
+    return out
+
+
+def is_multi(urlpath: Any) -> bool:
+    """True for a list of paths or a glob (opened with ``open_mfdataset``)."""
+    return isinstance(urlpath, (list, tuple)) or (isinstance(urlpath, str) and "*" in urlpath)
+
+
+def expand_paths(urlpath: Any, storage_options: Mapping[str, Any]) -> list[str]:
+    """A list or glob of paths/URLs as a sorted list of paths/URLs."""
+    if isinstance(urlpath, (list, tuple)):
+        return [normalized_url(p) for p in urlpath]
+    if not has_protocol(urlpath):
+        return sorted(glob.glob(urlpath))
+    import fsspec
+
+    fs, _, paths = fsspec.get_fs_token_paths(urlpath, storage_options=dict(storage_options))
+    return [fs.unstrip_protocol(p) for p in sorted(paths)]

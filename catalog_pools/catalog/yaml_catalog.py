@@ -1,4 +1,4 @@
-"""Site-aware intake catalogs: ``open_catalog`` and the ``site_catalog`` driver.
+"""Site-aware intake catalogs: ``open_catalog``, the ``site_catalog`` driver, walking.
 
 :func:`open_catalog` reads an intake v1 YAML catalog and pins every entry that
 declares a site (see :mod:`catalog_pools.catalog.siting`) to that site,
@@ -7,179 +7,37 @@ through nested catalogs. Entries written for intake-xarray (``driver: zarr``,
 nested ``yaml_file_cat`` catalogs become :class:`SiteCatalog` too, so an
 existing catalog becomes pooled by adding ``metadata: {site: ...}``.
 
-Problems in a catalog raise :class:`~catalog_pools.errors.CatalogError`
-naming the file and the entry.
+The file is read with limits (:mod:`.parsing`), each entry is parsed on its
+own (:mod:`.entries`), and :func:`walk_entries` visits nested catalogs once
+per file, reporting cycles and excessive depth. Problems raise
+:class:`~catalog_pools.errors.CatalogError` naming the file and the entry.
 """
 
 from __future__ import annotations
 
-import logging
+import importlib.util
 import os
-import warnings
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-from intake.catalog.local import CatalogParser, LocalCatalogEntry, YAMLFileCatalog
-from intake.source import get_plugin_class, registry
+from intake.catalog.local import get_dir
 
-from ..engine.pools import pool
+from .._compat.intake_internals import CatalogFileBase, UserParameter, catalog_entries
 from ..engine.sites import validate_site
-from ..errors import (
-    CatalogError,
-    DataNotFoundError,
-    SiteConflictError,
-    UnknownDriverError,
-)
-from .siting import (
-    UNSET,
-    catalog_file,
-    entry_label,
-    resolve_site,
-    site_roots,
-)
-from .sources import DRIVERS, SiteXarraySource
-from .urls import normalized_url
+from ..errors import CatalogError, SiteConflictError
+from .entries import BrokenEntry, PooledSource, SiteCatalogEntry, parse_entry, trusted_module
+from .parsing import load_yaml, read_catalog_text, redact
+from .siting import UNSET, catalog_file, entry_label, site_roots
+from .urls import local_path, normalized_url
 
-logger = logging.getLogger(__name__)
+__all__ = ["EntryInfo", "PooledSource", "SiteCatalog", "open_catalog", "walk_entries"]
 
-GETSHELL_WARNING = "Shell command not executed due to getshell=False"
-# intake 2 warns for every string parameter default, whether or not it holds a
-# shell command; the warning carries no information.
-warnings.filterwarnings("ignore", message=GETSHELL_WARNING, category=UserWarning)
-
-_CATALOG_CLASS = "catalog_pools.catalog.SiteCatalog"
-#: Driver names (and class paths) that open_catalog swaps for this package's classes.
-REPLACED_DRIVERS: dict[str, str] = {
-    **{
-        alias: f"catalog_pools.catalog.sources.{cls.__name__}"
-        for cls in DRIVERS.values()
-        for alias in (cls.name, *cls.replaces)
-    },
-    "yaml_file_cat": _CATALOG_CLASS,
-    "intake.catalog.local.YAMLFileCatalog": _CATALOG_CLASS,
-    "site_catalog": _CATALOG_CLASS,
-}
+#: Nested catalogs deeper than this are reported, not opened.
+MAX_DEPTH = 16
 
 
-@contextmanager
-def quiet_intake() -> Iterator[None]:
-    """Silence intake's spurious getshell warning inside the block."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=GETSHELL_WARNING, category=UserWarning)
-        yield
-
-
-def _known_drivers() -> list[str]:
-    return sorted(set(registry) | {"site_zarr", "site_netcdf", "site_opendap", "site_catalog"})
-
-
-def unknown_driver_error(driver: Any, file: str | None, entry: str | None) -> UnknownDriverError:
-    """The error for an entry whose driver is not installed."""
-    return UnknownDriverError(
-        f"unknown driver {driver!r}. Site-pinned drivers: site_zarr, site_netcdf, "
-        f"site_opendap (or intake-xarray's zarr, netcdf, opendap through "
-        f"catalog_pools.open_catalog), catalogs: site_catalog, yaml_file_cat. "
-        f"Installed: {', '.join(_known_drivers())}. A driver can also be a class "
-        "path (package.module.Class) of an installed package",
-        file,
-        entry,
-    )
-
-
-class PooledSource:
-    """Any intake source whose dask collections are created under ``pool(site)``.
-
-    Used by :class:`SiteCatalog` for entries with a site whose driver is not one
-    of this package's (``ndzarr``, ``csv``...). Attributes are the wrapped
-    source's.
-    """
-
-    def __init__(self, source: Any, site: str | None) -> None:
-        object.__setattr__(self, "_source", source)
-        object.__setattr__(self, "site", site)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._source, name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        setattr(self._source, name, value)
-
-    def __repr__(self) -> str:
-        return f"<PooledSource site={self.site!r} {self._source!r}>"
-
-    def to_dask(self, *args: Any, **kwargs: Any) -> Any:
-        """The wrapped source's ``to_dask()``, its tasks pinned to the site."""
-        with pool(self.site):
-            return self._source.to_dask(*args, **kwargs)
-
-    def read(self, *args: Any, **kwargs: Any) -> Any:
-        """The wrapped source's ``read()`` (dask work inside is pinned)."""
-        with pool(self.site):
-            return self._source.read(*args, **kwargs)
-
-    def describe(self) -> dict[str, Any]:
-        """The wrapped entry's description plus ``site``."""
-        return {**self._source.describe(), "site": self.site}
-
-
-class SiteCatalogEntry(LocalCatalogEntry):
-    """A catalog entry that opens its data pinned to the entry's site."""
-
-    def __init__(self, *args: Any, original_driver: Any = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._original_driver = original_driver if original_driver is not None else self._driver
-
-    @property
-    def label(self) -> str:
-        """Dotted name of the entry from the top catalog."""
-        return entry_label(self._name, self._catalog)
-
-    @property
-    def file(self) -> str | None:
-        """The catalog file holding this entry."""
-        return catalog_file(self._catalog)
-
-    def get(self, **user_parameters: Any) -> Any:
-        """Instantiate the entry's source; see ``LocalCatalogEntry.get``."""
-        if not self._plugin:
-            raise unknown_driver_error(self._original_driver, self.file, self.label)
-        try:
-            with quiet_intake():
-                source = super().get(**user_parameters)
-        except CatalogError as exc:
-            if exc.entry is None:  # e.g. a nested catalog file that is missing
-                raise type(exc)(f"{exc}", self.file, self.label) from exc
-            raise
-        except (TypeError, ValueError) as exc:
-            raise CatalogError(
-                f"driver {self._original_driver!r} rejected the entry's arguments: {exc}",
-                self.file,
-                self.label,
-            ) from exc
-        if isinstance(source, SiteXarraySource) or self._container == "catalog":
-            return source
-        args = self._open_args if isinstance(self._open_args, Mapping) else {}
-        decision = resolve_site(
-            name=self._name,
-            metadata=self._metadata,
-            catalog=self._catalog,
-            urlpath=args.get("urlpath"),
-        )
-        return PooledSource(source, decision.site)
-
-
-def _yaml_error(exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    problem = getattr(exc, "problem", None) or str(exc)
-    context = getattr(exc, "context", None)
-    return f"invalid YAML{where}: {problem}" + (f" ({context})" if context else "")
-
-
-class SiteCatalog(YAMLFileCatalog):
+class SiteCatalog(CatalogFileBase):
     """A YAML catalog file whose entries open pinned to their sites.
 
     Registered as the intake driver ``site_catalog``; use it to nest per-site
@@ -200,91 +58,51 @@ class SiteCatalog(YAMLFileCatalog):
     def __init__(self, path: Any = None, *args: Any, **kwargs: Any) -> None:
         if isinstance(path, (str, os.PathLike)):
             path = normalized_url(os.fspath(path))  # "{{ CATALOG_DIR }}/x.yaml" gives "dir//x.yaml"
+        self.plugin_problems: list[CatalogError] = []
+        nest = kwargs.get("metadata")
+        #: The ``metadata:`` of the entry nesting this file (before the file's own merges in).
+        self.nest_metadata: dict[str, Any] = dict(nest) if isinstance(nest, dict) else {}
         super().__init__(path, *args, **kwargs)
-
-    def _load(self, reload: bool = False) -> None:
-        try:
-            super()._load(reload=reload)
-        except FileNotFoundError as exc:
-            raise DataNotFoundError(f"catalog file not found: {exc}", self._path_str()) from None
-        except PermissionError as exc:
-            raise DataNotFoundError(f"catalog file not readable: {exc}", self._path_str()) from None
-        except UnicodeDecodeError as exc:
-            raise CatalogError(f"not a text YAML file: {exc}", self._path_str()) from None
 
     def _path_str(self) -> str:
         return self.path if isinstance(self.path, str) else str(self.path)
 
+    def load_file(self) -> None:
+        """Read the catalog file (with limits) and parse it."""
+        self.parse(read_catalog_text(self._path_str(), self.storage_options))
+
     def parse(self, text: str) -> None:
-        """Validate and load the catalog text, mapping drivers to site-aware ones."""
+        """Validate and load the catalog text; bad entries become :class:`BrokenEntry`."""
         self.text = text
         file = self._path_str()
-        try:
-            from intake.utils import yaml_load
-
-            data = yaml_load(text)
-        except yaml.YAMLError as exc:
-            raise CatalogError(_yaml_error(exc), file) from None
-        except ValueError as exc:  # duplicate keys
-            raise CatalogError(f"invalid YAML: {exc}", file) from None
+        data, broken = load_yaml(text, file)
         if not isinstance(data, dict) or not isinstance(data.get("sources"), dict):
             raise CatalogError(
                 "a catalog must be a YAML mapping with a `sources:` mapping of entries "
                 f"(got {type(data).__name__})",
                 file,
             )
+        version = data.get("version")
+        if version not in (None, 1, "1"):
+            raise CatalogError(f"not an intake v1 catalog (version: {version!r})", file)
         metadata = data.get("metadata") or {}
         if not isinstance(metadata, dict):
-            raise CatalogError(f"`metadata:` must be a mapping, got {metadata!r}", file)
+            raise CatalogError(f"`metadata:` must be a mapping, got {redact(metadata)!r}", file)
         self._file_metadata = metadata
         self._check_file_metadata(metadata, file)
-
-        sources: dict[str, Any] = {}
-        originals: dict[str, Any] = {}
-        for name, spec in data["sources"].items():
-            if not isinstance(spec, dict):
-                raise CatalogError(
-                    f"an entry must be a mapping with `driver:` and `args:`, got {spec!r}",
-                    file,
-                    str(name),
-                )
-            if "driver" not in spec:
-                raise CatalogError(
-                    "the entry has no `driver:` (e.g. site_zarr, site_netcdf, site_catalog)",
-                    file,
-                    str(name),
-                )
-            for key in ("args", "metadata"):
-                if spec.get(key) is not None and not isinstance(spec[key], dict):
-                    raise CatalogError(f"`{key}:` must be a mapping, got {spec[key]!r}", file, str(name))
-            spec = dict(spec)
-            originals[name] = spec["driver"]
-            if isinstance(spec["driver"], str):
-                spec["driver"] = REPLACED_DRIVERS.get(spec["driver"], spec["driver"])
-            sources[name] = spec
-        data = {**data, "sources": sources}
-
-        with quiet_intake():
-            result = CatalogParser(
-                data, context={"root": self._dir}, getenv=self.getenv, getshell=self.getshell
-            )
-        if result.errors:
-            raise CatalogError("invalid catalog: " + "; ".join(result.errors), file)
-
-        self._entries = {}
-        for entry in result.data["data_sources"]:
-            kwargs = dict(entry._captured_init_kwargs)
-            site_entry = SiteCatalogEntry(original_driver=originals.get(entry.name), **kwargs)
-            site_entry._catalog = self
-            site_entry._filesystem = self.filesystem
-            self._entries[entry.name] = site_entry
-        from intake.catalog.local import UserParameter
-
-        shared = metadata.get("parameters", {}) or {}
-        self.user_parameters.update({name: UserParameter(name, **attrs) for name, attrs in shared.items()})
-        self.metadata = {**(self.metadata or {}), **metadata}
+        self.plugin_problems = list(_plugin_problems(data.get("plugins"), file))
+        directory = get_dir(file) if "://" in file else os.path.dirname(os.path.abspath(file))
+        self.set_entries({}, directory)
+        entries = {
+            str(name): parse_entry(str(name), spec, self, broken.get(str(name)))
+            for name, spec in data["sources"].items()
+        }
+        self.set_entries(entries, directory)
+        self.user_parameters.update(_shared_parameters(metadata, file))
+        own: dict[str, Any] = getattr(self, "metadata", None) or {}
+        self.metadata = {**own, **metadata}
         self.name = self.name or data.get("name") or self.name_from_path
-        self.description = self.description or data.get("description")
+        self.description = getattr(self, "description", None) or data.get("description")
 
     def _check_file_metadata(self, metadata: Mapping[str, Any], file: str) -> None:
         site = metadata.get("site", UNSET)
@@ -293,8 +111,7 @@ class SiteCatalog(YAMLFileCatalog):
                 validate_site(site)
             except ValueError as exc:
                 raise CatalogError(f"{exc} (in the file's metadata.site)", file) from None
-        nest_site = (vars(self).get("_captured_init_kwargs") or {}).get("metadata", {})
-        nest_site = nest_site.get("site", UNSET) if isinstance(nest_site, dict) else UNSET
+        nest_site = self.nest_metadata.get("site", UNSET)
         if site is not UNSET and nest_site is not UNSET and site != nest_site:
             raise SiteConflictError(
                 f"the file declares site {site!r} but the entry nesting it declares site "
@@ -303,6 +120,48 @@ class SiteCatalog(YAMLFileCatalog):
             )
         if "sites" in metadata:
             site_roots([self])  # validates the structure
+
+
+def _shared_parameters(metadata: Mapping[str, Any], file: str) -> dict[str, Any]:
+    shared = metadata.get("parameters") or {}
+    if not isinstance(shared, dict):
+        raise CatalogError(f"metadata.parameters must be a mapping, got {shared!r}", file)
+    out = {}
+    for pname, attrs in shared.items():
+        if not isinstance(attrs, dict):
+            raise CatalogError(f"metadata.parameters.{pname} must be a mapping", file)
+        try:
+            out[str(pname)] = UserParameter(str(pname), **attrs)
+        except (TypeError, ValueError, KeyError) as exc:  # KeyError: unknown type
+            raise CatalogError(f"metadata.parameters.{pname} is invalid: {exc!r}", file) from None
+    return out
+
+
+def _plugin_problems(plugins: Any, file: str) -> Iterator[CatalogError]:
+    """Problems of a ``plugins: {source: [{module: ...}]}`` block (modules are not imported)."""
+    if plugins is None:
+        return
+    sources = plugins.get("source") if isinstance(plugins, dict) else None
+    if not isinstance(sources, list):
+        yield CatalogError(
+            f"`plugins:` must be {{source: [{{module: name}}]}}, got {plugins!r}", file, "plugins"
+        )
+        return
+    for item in sources:
+        module = item.get("module") if isinstance(item, dict) else None
+        if not isinstance(module, str) or not module:
+            yield CatalogError(f"plugins: each item must be {{module: name}}, got {item!r}", file, "plugins")
+            continue
+        try:
+            found = importlib.util.find_spec(module if trusted_module(module) else module.split(".")[0])
+        except (ImportError, ValueError):
+            found = None
+        if found is None:
+            yield CatalogError(
+                f"plugins: module {module!r} is not installed; entries using its drivers will fail",
+                file,
+                "plugins",
+            )
 
 
 def open_catalog(path_or_url: str | os.PathLike[str], **kwargs: Any) -> SiteCatalog:
@@ -327,7 +186,9 @@ def open_catalog(path_or_url: str | os.PathLike[str], **kwargs: Any) -> SiteCata
     Raises
     ------
     CatalogError
-        If the file is missing, not valid YAML or not a catalog.
+        If the file is missing, not a regular file, too large, not valid YAML
+        or not a catalog. Problems of single entries are raised when the entry
+        is used.
 
     Examples
     --------
@@ -341,7 +202,7 @@ def open_catalog(path_or_url: str | os.PathLike[str], **kwargs: Any) -> SiteCata
 
 @dataclass
 class EntryInfo:
-    """One data entry found by :func:`walk_entries`.
+    """One entry found by :func:`walk_entries`.
 
     Attributes
     ----------
@@ -350,13 +211,15 @@ class EntryInfo:
     file
         Catalog file holding the entry.
     entry
-        The intake catalog entry (``None`` if a nested catalog failed to open).
+        The intake catalog entry.
     driver
         The driver as written in the file.
     args
-        The entry's arguments with templates expanded (``None`` on error).
+        The entry's arguments with templates rendered (``None`` on error).
     error
         The problem found while reaching the entry, if any.
+    child
+        For a nested catalog that opened, the catalog.
     """
 
     label: str
@@ -366,68 +229,78 @@ class EntryInfo:
     args: dict[str, Any] | None = None
     error: Exception | None = None
     catalog: Any = field(default=None, repr=False)
+    child: Any = field(default=None, repr=False)
 
 
-def walk_entries(catalog: Any, max_depth: int = 16) -> Iterator[EntryInfo]:
-    """All data entries of ``catalog`` and its nested catalogs.
+def _file_key(path: Any) -> str:
+    """One name per catalog file (symlinks and ``..`` resolved) to detect cycles."""
+    text = os.fspath(path) if isinstance(path, (str, os.PathLike)) else repr(path)
+    local = local_path(text) if isinstance(text, str) else None
+    return os.path.realpath(local) if local is not None else normalized_url(text)
 
-    Problems (a nested catalog that cannot be opened, templates that cannot
-    be expanded) are reported in :attr:`EntryInfo.error` rather than raised.
+
+def _nested(entry: Any) -> bool:
+    return isinstance(entry, SiteCatalogEntry) and any(
+        isinstance(p, type) and issubclass(p, SiteCatalog) for p in entry.classes
+    )
+
+
+def walk_entries(catalog: Any, max_depth: int = MAX_DEPTH) -> Iterator[EntryInfo]:
+    """Every entry of ``catalog`` and of its nested catalogs, each file once.
+
+    Problems (a nested catalog that cannot be opened, a cycle of nested
+    files, nesting deeper than ``max_depth``, templates that cannot be
+    rendered) are reported in :attr:`EntryInfo.error` rather than raised.
     """
-    seen: set[int] = set()
+    visited: set[str] = {_file_key(catalog_file(catalog) or id(catalog))}
+    yield from _visit(catalog, (catalog_file(catalog) or "?",), visited, max_depth)
 
-    def visit(cat: Any, depth: int) -> Iterator[EntryInfo]:
-        if id(cat) in seen or depth > max_depth:
-            return
-        seen.add(id(cat))
-        for name, entry in list(cat._get_entries().items()):
-            label = entry_label(name, cat)
-            driver = getattr(entry, "_original_driver", getattr(entry, "_driver", None))
-            if getattr(entry, "_container", None) == "catalog":
-                try:
-                    child = cat[name]
-                except Exception as exc:  # reported, the walk goes on
-                    yield EntryInfo(label, catalog_file(cat), entry, driver, error=exc, catalog=cat)
-                    continue
-                yield from visit(child, depth + 1)
-                continue
-            info = EntryInfo(label, catalog_file(cat), entry, driver, catalog=cat)
-            if not getattr(entry, "_plugin", True):
-                info.error = unknown_driver_error(driver, info.file, label)
-                yield info
-                continue
-            try:
-                with quiet_intake():
-                    info.args = entry._create_open_args({})[1]
-            except Exception as exc:
-                info.error = exc
+
+def _visit(cat: Any, chain: tuple[str, ...], visited: set[str], max_depth: int) -> Iterator[EntryInfo]:
+    for name, entry in catalog_entries(cat).items():
+        label = entry_label(name, cat)
+        info = EntryInfo(
+            label, catalog_file(cat), entry, getattr(entry, "original_driver", None), catalog=cat
+        )
+        if isinstance(entry, BrokenEntry):
+            info.error = entry.error
             yield info
+            continue
+        try:
+            info.args = entry.open_args({})[1] if isinstance(entry, SiteCatalogEntry) else None
+        except Exception as exc:  # reported, the walk goes on
+            info.error = exc
+            yield info
+            continue
+        if not _nested(entry):
+            yield info
+            continue
+        path = str((info.args or {}).get("path"))
+        key = _file_key(path)
+        if key in {_file_key(c) for c in chain}:
+            cycle = " -> ".join((*chain, path))
+            info.error = CatalogError(f"nested catalogs form a cycle: {cycle}", info.file, label)
+        elif len(chain) > max_depth:
+            info.error = CatalogError(
+                f"catalogs nested more than {max_depth} deep ({' -> '.join(chain)}); not opened",
+                info.file,
+                label,
+            )
+        elif key in visited:
+            continue  # the same file nested twice: walked once
+        if info.error is not None:
+            yield info
+            continue
+        visited.add(key)
+        try:
+            info.child = cat[name]
+        except Exception as exc:
+            info.error = exc
+        yield info
+        if info.child is not None:
+            yield from _visit(info.child, (*chain, path), visited, max_depth)
 
-    yield from visit(catalog, 0)
 
-
-def all_catalogs(catalog: Any, max_depth: int = 16) -> list[Any]:
-    """``catalog`` and every nested catalog that can be opened."""
-    out: list[Any] = []
-
-    def visit(cat: Any, depth: int) -> None:
-        if any(c is cat for c in out) or depth > max_depth:
-            return
-        out.append(cat)
-        for name, entry in list(cat._get_entries().items()):
-            if getattr(entry, "_container", None) == "catalog":
-                try:
-                    visit(cat[name], depth + 1)
-                except Exception as exc:
-                    logger.debug("skipping nested catalog %s: %s", name, exc)
-
-    visit(catalog, 0)
-    return out
-
-
-def plugin_known(driver: Any) -> bool:
-    """True if intake can load ``driver`` (a registered name or class path)."""
-    if isinstance(driver, str):
-        driver = REPLACED_DRIVERS.get(driver, driver)
-        return get_plugin_class(driver) is not None
-    return True
+def all_catalogs(catalog: Any, max_depth: int = MAX_DEPTH) -> list[Any]:
+    """``catalog`` and every nested catalog that can be opened (each file once)."""
+    return [catalog] + [info.child for info in walk_entries(catalog, max_depth) if info.child is not None]

@@ -38,7 +38,7 @@ def validate_site(site: object) -> str:
     """
     if not isinstance(site, str):
         raise ValueError(f"site must be a string such as 'ecmwf', got {type(site).__name__} {site!r}")
-    if not _SITE_RE.match(site):
+    if not _SITE_RE.fullmatch(site):
         raise ValueError(
             f"invalid site name {site!r}: use letters, digits, '_', '-' or '.', "
             "starting with a letter or digit (e.g. 'ecmwf', 'eu-west-1', 'ewc_bologna')"
