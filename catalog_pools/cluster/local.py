@@ -317,16 +317,20 @@ class LocalSitesCluster(SitesView, SpecClusterHooks):
         """Start again every worker of ``worker_spec`` whose process has exited."""
         while self.status in (Status.created, Status.starting, Status.running):
             await asyncio.sleep(_RESPAWN_INTERVAL)
+            # Exited, or closed by SpecCluster after it saw the worker lost for a while.
             exited = [
                 n
-                for n, w in list(self.workers.items())
-                if isinstance(w, SiteWorker) and n in self.worker_spec and w.popen is not None and not w.alive
+                for n in list(self.worker_spec)
+                if not isinstance(w := self.workers.get(n), SiteWorker)
+                or (w.popen is not None and not w.alive)
             ]
             if not exited or self.status != Status.running:
                 continue
             for n in exited:
-                logger.warning("worker %s exited; starting it again", n)
-                self.workers.pop(n).kill()
+                w = self.workers.pop(n, None)
+                if isinstance(w, SiteWorker):
+                    logger.warning("worker %s exited; starting it again", n)
+                    w.kill()
             try:
                 await self.request_correct_state()  # type: ignore[misc]
             except Exception as e:  # keep watching: the next round retries
