@@ -218,3 +218,28 @@ def test_control_without_the_identity_check_the_impostor_gets_in() -> None:
                 proc.communicate(timeout=30)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_plugin_started_late_removes_workers_that_claim_too_much() -> None:
+    """Workers that registered before the plugin started are checked when it starts."""
+    import asyncio
+
+    from distributed import Scheduler, Security, Worker
+
+    from catalog_pools.engine.identity import SiteIdentityPlugin
+
+    async def run() -> tuple[list[str], list[dict[str, Any]]]:
+        sec = Security.temporary()  # one certificate naming no site
+        async with (
+            Scheduler(security=sec, protocol="tls", dashboard_address=":0") as s,
+            Worker(s.address, security=sec, resources={"pool-ecmwf": 1}, name="claims"),
+            Worker(s.address, security=sec, name="plain"),
+        ):
+            plugin = SiteIdentityPlugin()
+            s.add_plugin(plugin, name="identity")
+            await plugin.start(s)
+            return sorted(str(ws.name) for ws in s.workers.values()), plugin.refused
+
+    names, refused = asyncio.run(run())
+    assert names == ["plain"]
+    assert [r["name"] for r in refused] == ["claims"]
