@@ -200,28 +200,34 @@ def write_site_certificates(
     return out
 
 
-def security_files(directory: Path, security: Security) -> CertFiles:
+def security_files(directory: Path, security: Security, user: str | None = None) -> CertFiles:
     """Files for the CLI processes from a user's ``distributed.Security`` (one certificate for all).
 
-    Certificates given as PEM text are written to ``directory`` (keys 0600).
+    Certificates given as PEM text are written to ``directory`` (mode 0700, owned
+    by ``user`` if given; keys 0600); paths are used as they are.
     """
-    directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+    owner = None
+    if user is not None:
+        pw = pwd.getpwnam(user)
+        owner = (pw.pw_uid, pw.pw_gid)
+    directory.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700)
+    if owner is not None:
+        os.chown(directory, *owner)
 
     def as_file(value: str | None, fname: str, mode: int) -> str | None:
         if value is None or "-----BEGIN" not in value:
             return value
         path = directory / fname
-        _write_new(path, value.encode(), mode, None)
+        _write_new(path, value.encode(), mode, owner)
         return str(path)
 
     def first(*names: str) -> str | None:
         return next((v for v in (getattr(security, n, None) for n in names) if v), None)
 
     ca = as_file(first("tls_ca_file"), "ca.pem", 0o644)
-    cert_value = first("tls_worker_cert", "tls_scheduler_cert", "tls_client_cert")
-    key_value = first("tls_worker_key", "tls_scheduler_key", "tls_client_key")
-    cert = as_file(cert_value, "cert.pem", 0o644)
-    key = as_file(key_value, "key.pem", 0o600)
+    cert = as_file(first("tls_worker_cert", "tls_scheduler_cert", "tls_client_cert"), "cert.pem", 0o644)
+    key = as_file(first("tls_worker_key", "tls_scheduler_key", "tls_client_key"), "key.pem", 0o600)
     if not (ca and cert):
         raise ValueError("security must give at least tls_ca_file and a certificate")
     # The key may be inside the certificate file.

@@ -189,7 +189,7 @@ class LocalSitesCluster(SitesView, SpecClusterHooks):
                 "user": self.users.get(site),
                 "prefix": self.prefixes.get(site, []),
                 "nanny": nanny,
-                "tls": tls.get(f"site:{site}", tls.get("worker")),
+                "tls": tls.get(f"site:{site}"),
                 "security": sec,
                 "extra_args": list(worker_extra_args),
             }
@@ -284,8 +284,12 @@ class LocalSitesCluster(SitesView, SpecClusterHooks):
         if isinstance(security, Security) and (
             security.require_encryption or getattr(security, "tls_ca_file", None)
         ):
-            shared = security_files(tls_dir, security)
-            return security, {"scheduler": shared, "worker": shared}
+            files = {"scheduler": security_files(tls_dir / "scheduler", security)}
+            for site in self.site_counts:  # a copy each site's user can read
+                files[f"site:{site}"] = security_files(
+                    tls_dir / f"site-{site}", security, self.users.get(site)
+                )
+            return security, files
         return (security if isinstance(security, Security) else Security()), {}
 
     def _worker_spec(self, site: str, name: str) -> dict[str, Any]:
