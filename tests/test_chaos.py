@@ -150,6 +150,7 @@ def test_workers_killed_repeatedly_during_a_pooled_join() -> None:
                 killer.join()
         assert result == expected
         assert len(kills) >= 4, kills
+        print(f"{len(kills)} workers SIGKILLed during the join: {kills}")
         rows = recorded(client)
         outside = [r for r in rows if any(res not in r[2] for res in r[1])]
         assert not outside, outside[:5]

@@ -192,7 +192,7 @@ class Ledger:
         final = self.root / rel
         for parent in [*reversed(Path(rel).parents)][1:]:
             p = self.root / parent
-            if os.path.lexists(p) and (p.is_symlink() or not p.is_dir()):
+            if os.path.lexists(p) and not p.is_dir():  # a link to a directory is fine
                 return f"{p} is not a directory"
         if os.path.lexists(final):
             return self._problem_replacing(final, self.written.get(rel))
