@@ -9,14 +9,7 @@ process group (:mod:`.processes`), optionally as the site's Unix user
 scheduler refuses workers claiming a site their certificate does not name
 (:mod:`catalog_pools.engine.identity`). It is a
 :class:`distributed.deploy.spec.SpecCluster`, so ``Client(cluster)``,
-``client.cluster`` and ``cluster.close()`` behave as usual.
-
-Examples
---------
->>> from distributed import Client
->>> with LocalSitesCluster({"ecmwf": 2, "eumetsat": 2}) as cluster, \\
-...         Client(cluster) as client:  # doctest: +SKIP
-...     print(cluster.sites)
+``client.cluster`` and ``cluster.close()`` behave as usual (docs/cluster.md).
 """
 
 from __future__ import annotations
@@ -161,6 +154,8 @@ class LocalSitesCluster(SitesView, SpecClusterHooks):
         sec, tls = self._security(security)
         if identity is None:
             identity = security is True
+        if identity and not tls:
+            raise ValueError("identity=True needs certificates: give security=True")
         preload = [*preload, IDENTITY_PRELOAD] if identity and IDENTITY_PRELOAD not in preload else preload
         self.respawn = respawn
         self._respawner: asyncio.Task[None] | None = None
