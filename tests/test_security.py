@@ -243,3 +243,37 @@ def test_plugin_started_late_removes_workers_that_claim_too_much() -> None:
     names, refused = asyncio.run(run())
     assert names == ["plain"]
     assert [r["name"] for r in refused] == ["claims"]
+
+
+def test_certificate_from_another_ca_is_refused_by_tls(
+    secure: tuple[LocalSitesCluster, dict[str, str]], client: Client
+) -> None:
+    """A forged certificate naming site:ecmwf, signed by the attacker's own CA."""
+    from cryptography.hazmat.primitives import serialization
+
+    from catalog_pools.cluster.certs import issue_certificate, make_ca
+
+    cluster, _ = secure
+    forged_dir = cluster.local_directory / "tls" / "forged"
+    forged_dir.mkdir()
+    key, cert = issue_certificate(make_ca("attacker CA"), "site:ecmwf", ["site:ecmwf"])
+    (forged_dir / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (forged_dir / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    futures = [client.submit(whoami, 0.05, resources={"pool-ecmwf": 0}, pure=False) for _ in range(60)]
+    proc = start_impostor(cluster, "forged", None, "forger")
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.communicate(timeout=10)  # it keeps failing its TLS handshake
+        names = {w["name"] for w in client.scheduler_info(n_workers=-1)["workers"].values()}
+        assert "forger" not in names
+    finally:
+        proc.kill()
+        out, _ = proc.communicate(timeout=30)
+    assert set(client.gather(futures)) == {"ecmwf-0"}
+    assert "Register worker" not in out
+    log = (cluster.log_directory / "scheduler.log").read_text()
+    assert "TLS handshake failed" in log and "CERTIFICATE_VERIFY_FAILED" in log
