@@ -16,6 +16,10 @@
    ``difference.png`` (a map), ``traffic.png``, ``difference.nc`` and
    ``report.json`` to ``--out``.
 
+The data root and ``--out`` may hold your files: the demo writes only paths it
+created (a manifest records them), each through a temporary name and an atomic
+rename, and otherwise stops before any work, naming the path (docs/security.md).
+
 See docs/demo.md.
 """
 
