@@ -168,6 +168,13 @@ class SiteIdentityPlugin(SchedulerPlugin):
                 self._refuse(address, ws.name, ws.resources, certified, reason)
                 await scheduler.remove_worker(address, stimulus_id="catalog-pools-identity", close=True)
 
+    def _normalize(self, address: str) -> str:
+        """The address as the scheduler keys its workers (``Scheduler.coerce_address``)."""
+        try:
+            return str(self.scheduler.coerce_address(address))
+        except Exception:
+            return address
+
     def _guard_register(self, original: Handler) -> Handler:
         async def register_worker(comm: Any, **msg: Any) -> Any:
             certified = peer_sites(comm.extra_info.get("peercert"))
@@ -185,7 +192,7 @@ class SiteIdentityPlugin(SchedulerPlugin):
                 await comm.write(reply)
                 await comm.close()
                 return None
-            self.certified[msg.get("address", "")] = certified
+            self.certified[self._normalize(msg.get("address", ""))] = certified
             return await original(comm, **msg)
 
         register_worker._site_identity = True  # type: ignore[attr-defined]
@@ -195,7 +202,7 @@ class SiteIdentityPlugin(SchedulerPlugin):
         def guarded(comm: Any, **msg: Any) -> Any | Awaitable[Any]:
             resources = msg.get("resources")
             if resources:
-                address = msg.get("worker") or msg.get("address", "?")
+                address = self._normalize(msg.get("worker") or msg.get("address", "?"))
                 # Both the caller and the worker being changed must be certified for the sites.
                 certified = peer_sites(comm.extra_info.get("peercert"))
                 owner = self.certified.get(address)
