@@ -285,3 +285,15 @@ def test_certificate_from_another_ca_is_refused_by_tls(
     assert "Register worker" not in out
     log = (cluster.log_directory / "scheduler.log").read_text()
     assert "TLS handshake failed" in log and "CERTIFICATE_VERIFY_FAILED" in log
+
+
+def test_restart_keeps_site_identity(
+    secure: tuple[LocalSitesCluster, dict[str, str]], client: Client
+) -> None:
+    """Workers started again after ``client.restart()`` present their own site's certificate."""
+    before = len(client.get_events(EVENT_TOPIC))
+    client.restart(timeout=120)
+    client.wait_for_workers(2, timeout=60)
+    futures = [client.submit(whoami, resources={"pool-ecmwf": 0}, pure=False) for _ in range(10)]
+    assert set(client.gather(futures)) == {"ecmwf-0"}
+    assert len(client.get_events(EVENT_TOPIC)) == before  # nobody refused
