@@ -329,7 +329,7 @@ class LocalSitesCluster(SitesView, SpecClusterHooks):
                 w = self.workers.pop(n, None)
                 if isinstance(w, SiteWorker):
                     logger.warning("worker %s exited; starting it again", n)
-                    w.kill()
+                    await w.close()  # reaps it; SpecCluster asserts every process it made is closed
             try:
                 await self.request_correct_state()  # type: ignore[misc]
             except Exception as e:  # keep watching: the next round retries
