@@ -6,6 +6,7 @@ the fix.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from .engine.sites import resource_name, worker_command
@@ -106,3 +107,25 @@ class SchedulerSetupError(RuntimeError):
 
 class ClusterStartError(RuntimeError):
     """A scheduler or worker process of a :class:`LocalSitesCluster` failed to start."""
+
+
+class UnsafeWriteError(FileExistsError):
+    """Writing would replace or delete something catalog_pools did not write.
+
+    Parameters
+    ----------
+    path
+        The path at stake (for several, the root they are under).
+    problem
+        Why writing there is refused.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
+        self.path, self.problem = str(path), problem
+        super().__init__(f"{self.path}: {problem}")
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.problem}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path, self.problem))

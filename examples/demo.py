@@ -16,6 +16,10 @@
    ``difference.png`` (a map), ``traffic.png``, ``difference.nc`` and
    ``report.json`` to ``--out``.
 
+The data root and ``--out`` may hold your files: the demo writes only paths it
+created (a manifest records them), each through a temporary name and an atomic
+rename, and otherwise stops before any work, naming the path (docs/security.md).
+
 See docs/demo.md.
 """
 
@@ -40,6 +44,9 @@ logger = logging.getLogger("catalog_pools.demo")
 REPO = Path(__file__).resolve().parent.parent
 CATALOG = REPO / "catalogs" / "multicloud.yaml"
 SITES = {"ecmwf": 2, "eumetsat": 2}
+OUTPUTS = ("difference.png", "traffic.png", "difference.nc", "report.json")
+#: Records what the demo wrote in ``--out``; files it did not write are never replaced.
+OUTPUT_MANIFEST = ".catalog-pools-demo.json"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -81,10 +88,7 @@ def data_root(arg: Path | None) -> Path:
 
 def open_datasets(catalog: Path, root: Path) -> tuple[Any, Any, str]:
     """Predictions and observations, each pinned to its site; and how they were opened."""
-    try:
-        from catalog_pools import open_catalog
-    except ImportError:  # not re-exported yet
-        from catalog_pools.catalog import open_catalog
+    from catalog_pools import open_catalog
 
     # The catalog's paths are templated on this variable (default <repo>/data).
     os.environ["CATALOG_POOLS_DATA"] = str(root)
@@ -153,6 +157,44 @@ def print_plan_vs_measured(plan: Any, t: Any) -> None:
     print(f"  {'cross-site':22s} {plan.cross_site_bytes:>10d} B {t.cross_site_bytes:>10d} B")
 
 
+def compute_with_progress(client: Any, diff: Any, args: argparse.Namespace) -> Any:
+    """The computed ``diff``, or ``None`` after ``args.timeout`` seconds."""
+    from distributed import progress
+
+    future = client.compute(diff)
+    bar = None
+    if not args.no_progress:
+        # In a thread: distributed.progress has no timeout, the result does.
+        bar = threading.Thread(target=progress, args=(future,), kwargs={"notebook": False}, daemon=True)
+        bar.start()
+    try:
+        return future.result(timeout=args.timeout)
+    except TimeoutError:
+        return None
+    finally:
+        if bar is not None:
+            bar.join(timeout=5)
+            print()
+
+
+def write_outputs(outputs: Any, result: Any, t: Any, report: dict[str, Any]) -> list[Path]:
+    """Write the map, the traffic picture, the difference and the report, each atomically."""
+    import xarray as xr
+
+    from catalog_pools.traffic.plot import plot_map
+
+    title = "ECMWF ensemble mean minus EUMETSAT observation, air pressure at 300 m"
+    writers = {
+        "difference.png": lambda path: plot_map(result, path, title=title),
+        "traffic.png": t.plot,
+        "difference.nc": xr.Dataset({result.name: result}).to_netcdf,
+        "report.json": lambda path: path.write_text(json.dumps(report, indent=2) + "\n"),
+    }
+    files = [outputs.write(name, writers[name]) for name in OUTPUTS]
+    outputs.commit({"written_by": "examples/demo.py"})
+    return files
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; returns the exit status."""
     args = parse_args(argv)
@@ -162,16 +204,13 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
 
     import numpy as np
-    import xarray as xr
-    from distributed import progress
 
+    from catalog_pools.datagen.safety import Ledger
     from catalog_pools.datagen.synthetic import OBSERVATION_HEIGHT_INDEX, grid, make_data
+    from catalog_pools.errors import UnsafeWriteError
     from catalog_pools.traffic import explain, traffic
-    from catalog_pools.traffic.plot import plot_map
 
     root = data_root(args.data)
-    out = args.out.absolute()
-    out.mkdir(parents=True, exist_ok=True)
     g = grid(args.scale)
     total_bytes = g.prediction_nbytes + g.observation_nbytes
     print(
@@ -179,7 +218,15 @@ def main(argv: list[str] | None = None) -> int:
         f"{format_bytes(g.prediction_nbytes)}, observations "
         f"{format_bytes(g.observation_nbytes)})"
     )
-    make_data(root, scale=args.scale, seed=args.seed, progress=not args.no_progress)
+    # Both roots may hold the user's files: write only what is ours (see
+    # catalog_pools.datagen.safety), and refuse before any work otherwise.
+    try:
+        outputs = Ledger(args.out, OUTPUT_MANIFEST)
+        outputs.check(list(OUTPUTS))
+        make_data(root, scale=args.scale, seed=args.seed, progress=not args.no_progress)
+    except UnsafeWriteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
     with contextlib.ExitStack() as stack:
         client, cluster_desc = start_cluster(stack, args.scheduler)
@@ -195,23 +242,10 @@ def main(argv: list[str] | None = None) -> int:
 
         print((plan := explain(diff, client)).summary())
         with traffic(client) as t:
-            future = client.compute(diff)
-            bar = None
-            if not args.no_progress:
-                # In a thread: distributed.progress has no timeout, the result does.
-                bar = threading.Thread(
-                    target=progress, args=(future,), kwargs={"notebook": False}, daemon=True
-                )
-                bar.start()
-            try:
-                result = future.result(timeout=args.timeout)
-            except TimeoutError:
-                print(f"error: the computation did not finish in {args.timeout:g} s", file=sys.stderr)
-                return 2
-            finally:
-                if bar is not None:
-                    bar.join(timeout=5)
-                    print()
+            result = compute_with_progress(client, diff, args)
+        if result is None:
+            print(f"error: the computation did not finish in {args.timeout:g} s", file=sys.stderr)
+            return 2
         print_table(t, total_bytes, plan)
 
         expected = plain_xarray(root)
@@ -222,17 +256,6 @@ def main(argv: list[str] | None = None) -> int:
             f"std {float(result.std()):.2f} Pa over {result.size} points"
         )
 
-    files = {
-        "difference.png": plot_map(
-            result,
-            out / "difference.png",
-            title="ECMWF ensemble mean minus EUMETSAT observation, air pressure at 300 m",
-        ),
-        "traffic.png": t.plot(out / "traffic.png"),
-        "difference.nc": out / "difference.nc",
-        "report.json": out / "report.json",
-    }
-    xr.Dataset({result.name: result}).to_netcdf(files["difference.nc"])
     report = {
         "scale": args.scale,
         "data_root": str(root),
@@ -252,9 +275,9 @@ def main(argv: list[str] | None = None) -> int:
         "max_abs_vs_plain_xarray": max_abs,
         "complete": t.complete,
     }
-    files["report.json"].write_text(json.dumps(report, indent=2) + "\n")
+    files = write_outputs(outputs, result, t, report)
     print("files")
-    for path in files.values():
+    for path in files:
         print(f"  {path}")
     print(f"done in {time.perf_counter() - started:.1f} s")
     return 0 if max_abs == 0.0 else 1

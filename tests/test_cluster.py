@@ -259,6 +259,34 @@ def test_tls_cluster(tmp_path: Path) -> None:
             Client(cluster.scheduler_address.replace("tls://", "tcp://"), timeout=5)
 
 
+def test_tls_cluster_with_a_given_security_object() -> None:
+    """One certificate for all (``Security.temporary()``): each site user gets its own copy."""
+    from distributed import Security
+
+    ok, reason = isolation_available("ecmwf")
+    if not ok:
+        pytest.skip(reason)
+    users = {s: ensure_site_user(s) for s in ("ecmwf", "eumetsat")}
+    sec = Security.temporary()
+    directory = Path(tempfile.mkdtemp(prefix="catalog-pools-tls-"))
+    directory.chmod(0o755)
+    try:
+        with (
+            LocalSitesCluster(
+                {"ecmwf": 1, "eumetsat": 1}, security=sec, users=users, local_directory=directory
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            assert client.submit(_worker_name_task(), resources={"pool-ecmwf": 0}).result() == "ecmwf-0"
+            for site, user in users.items():
+                key = directory / "tls" / f"site-{site}" / "key.pem"
+                assert key.stat().st_uid == pwd.getpwnam(user).pw_uid
+                assert stat.S_IMODE(key.stat().st_mode) == 0o600
+            assert stat.S_IMODE((directory / "tls" / "scheduler" / "key.pem").stat().st_mode) == 0o600
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def test_processes_die_with_a_killed_parent(tmp_path: Path) -> None:
     script = tmp_path / "start.py"
     script.write_text(

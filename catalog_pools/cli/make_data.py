@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from ..datagen.synthetic import SCALES, make_data
+from ..errors import UnsafeWriteError
 from .app import register_command
 
 
@@ -19,9 +21,20 @@ def setup(parser: Any) -> Any:
     parser.add_argument("--root", default="data", help="data root (default: ./data)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="also replace files make-data wrote before that were changed since "
+        "(never a file it did not write)",
+    )
 
     def run(args: Any) -> int:
-        for name, path in make_data(args.root, args.scale, args.seed, not args.quiet).items():
+        try:
+            paths = make_data(args.root, args.scale, args.seed, not args.quiet, force=args.force)
+        except UnsafeWriteError as e:
+            print(f"catalog-pools make-data: error: {e}", file=sys.stderr)
+            return 2
+        for name, path in paths.items():
             print(f"{name:18s} {path}")
         return 0
 

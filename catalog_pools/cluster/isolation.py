@@ -190,7 +190,7 @@ def make_site_dir(root: str | os.PathLike[str], site: str, user: str) -> Path:
 
 
 @functools.cache
-def isolation_available(site: str = "probe") -> tuple[bool, str]:
+def isolation_available(site: str = "probe") -> tuple[bool, str]:  # noqa: PLR0911 (one per check)
     """Whether per-site Unix users can isolate site data on this machine.
 
     Checks, in order: running as root; ``runuser`` and ``useradd`` present; the

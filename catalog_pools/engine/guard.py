@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from ..errors import ForeignSiteError
+from .identity import worker_certified_sites
 from .sites import resource_name, sites_of_resources
 
 logger = logging.getLogger(__name__)
@@ -14,8 +15,11 @@ logger = logging.getLogger(__name__)
 def check_site(site: str) -> None:
     """Raise :class:`ForeignSiteError` if running on a worker outside ``site``.
 
-    Outside a distributed worker (threaded or synchronous scheduler) there are
-    no sites, and the check passes.
+    The worker must supply the resource ``pool-<site>`` and, when it runs with a
+    TLS certificate, that certificate must name the site (``site:<site>``, see
+    :mod:`catalog_pools.engine.identity`): a declared resource alone is not
+    proof. Outside a distributed worker (threaded or synchronous scheduler)
+    there are no sites, and the check passes.
     """
     try:
         from distributed import get_worker
@@ -24,8 +28,10 @@ def check_site(site: str) -> None:
     except (ImportError, ValueError):
         return
     resources = worker.state.total_resources
-    if resource_name(site) not in resources:
-        raise ForeignSiteError(site, f"{worker.name} at {worker.address}", sites_of_resources(resources))
+    certified = worker_certified_sites(worker)
+    if resource_name(site) not in resources or (certified is not None and site not in certified):
+        where = sites_of_resources(resources) if certified is None else sorted(certified)
+        raise ForeignSiteError(site, f"{worker.name} at {worker.address}", where)
 
 
 class _Sealed:
