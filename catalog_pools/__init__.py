@@ -39,8 +39,10 @@ from .errors import (
     ForeignSiteError,
     QueryPlanningError,
     SchedulerSetupError,
+    SiteClusterUnavailableError,
     SiteUnavailableError,
 )
+from .federation import connect, federated
 
 install_aliases()
 use_pooled_optimizers()
@@ -51,9 +53,12 @@ __all__ = [
     "ForeignSiteError",
     "QueryPlanningError",
     "SchedulerSetupError",
+    "SiteClusterUnavailableError",
     "SiteUnavailableError",
     "check_site",
+    "connect",
     "current_pool",
+    "federated",
     "install",
     "load_from_catalog",
     "open_catalog",

@@ -1,0 +1,239 @@
+"""Federated runs: one plain cluster per site (no worker resources), values and bytes checked."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+import xarray as xr
+from dask.sizeof import sizeof
+from distributed import Client, LocalCluster, get_task_stream
+
+import catalog_pools
+from catalog_pools import SiteClusterUnavailableError, SiteUnavailableError, federated, pool
+from catalog_pools.datagen.synthetic import OBSERVATION_HEIGHT_INDEX, make_data
+from catalog_pools.federation.split import COORDINATOR
+from catalog_pools.traffic import traffic
+from catalog_pools.traffic.report import CLIENT
+
+SITES = ("ecmwf", "eumetsat")
+
+
+def start_site_cluster(n_workers: int = 1) -> LocalCluster:
+    """A plain cluster for one site: its own scheduler and worker processes, no resources."""
+    return LocalCluster(
+        processes=True, n_workers=n_workers, threads_per_worker=1, dashboard_address=":0", worker_dashboard_address=":0"
+    )
+
+
+@pytest.fixture(scope="module")
+def site_clients() -> Iterator[dict[str, Client]]:
+    clusters = {site: start_site_cluster() for site in SITES}
+    clients = {site: Client(c, set_as_default=False) for site, c in clusters.items()}
+    try:
+        yield clients
+    finally:
+        for site in SITES:
+            clients[site].close()
+            clusters[site].close()
+
+
+@pytest.fixture(scope="module")
+def site_data(sites_env) -> Path:
+    """The small synthetic ECMWF/EUMETSAT data, also readable by the session cluster's sites."""
+    root = sites_env.data_dirs["ecmwf"].parent
+    make_data(root, scale="small", progress=False)
+    return root
+
+
+def seed_workload(root: Path, pinned: bool = True) -> xr.DataArray:
+    """``predictions.mean("realization").isel(height=10) - observations``, lazily."""
+    with pool("ecmwf" if pinned else None):
+        pred = xr.open_zarr(root / "ecmwf" / "predictions.zarr")
+    with pool("eumetsat" if pinned else None):
+        obs = xr.open_zarr(root / "eumetsat" / "observations.zarr")
+    return pred.air_pressure.mean("realization").isel(height=OBSERVATION_HEIGHT_INDEX) - obs.air_pressure
+
+
+def test_seed_workload_federated_values_and_bytes(site_clients, site_data, client) -> None:
+    expected = seed_workload(site_data, pinned=False).compute(scheduler="sync")
+    field = expected.values.nbytes  # one lat x lon float32 map: the smaller side, and the result
+    diff = seed_workload(site_data)
+
+    with (
+        traffic(site_clients["ecmwf"]) as at_ecmwf,
+        traffic(site_clients["eumetsat"]) as at_eumetsat,
+        get_task_stream(client=site_clients["ecmwf"]) as ran_ecmwf,
+        get_task_stream(client=site_clients["eumetsat"]) as ran_eumetsat,
+        federated(site_clients) as fed,
+    ):
+        result = diff.compute()
+    xr.testing.assert_allclose(result, expected, rtol=1e-6)
+    np.testing.assert_allclose(result.values, expected.values, rtol=1e-6)
+
+    # The join runs where most bytes are (a tie between two equal maps goes to
+    # 'ecmwf'): the observations map crosses once, the result map comes back.
+    assert fed.traffic.by_site_pair == {("eumetsat", "ecmwf"): field, ("ecmwf", CLIENT): field}
+    assert fed.traffic.cross_site_bytes == field
+    assert fed.traffic.client_bytes == field
+
+    # Each site's part ran on its own cluster: every task the plan put at a
+    # site ran there and nowhere else; nothing ran in the coordinator.
+    plan = fed.runs[0].task_sites
+    assert COORDINATOR not in plan.values()
+    assert {r["key"] for r in ran_ecmwf.data} == {k for k, s in plan.items() if s == "ecmwf"}
+    assert {r["key"] for r in ran_eumetsat.data} == {k for k, s in plan.items() if s == "eumetsat"}
+    # The bulk was read in its site (the whole ensemble at ECMWF, one map at EUMETSAT)...
+    pred_nbytes = xr.open_zarr(site_data / "ecmwf" / "predictions.zarr").air_pressure.nbytes
+    # (federated made each cluster's workers members of their site: pool-<site>=1).
+    assert at_ecmwf.bytes_read_by_site == {"ecmwf": pred_nbytes}
+    assert at_eumetsat.bytes_read_by_site == {"eumetsat": field}
+    # ...and distributed's own logs agree with the coordinator's count of what left each site.
+    assert at_eumetsat.client_bytes == field
+    assert at_ecmwf.client_bytes == field
+    assert at_ecmwf.cross_site_bytes == at_eumetsat.cross_site_bytes == 0
+
+    # One spanning cluster (workers with pool-<site> resources) moves the same.
+    with traffic(client) as one:
+        spanning = seed_workload(site_data).compute()
+    xr.testing.assert_allclose(spanning, expected, rtol=1e-6)
+    assert one.cross_site_bytes > 0
+    assert one.cross_site_bytes <= fed.traffic.cross_site_bytes <= 1.2 * one.cross_site_bytes
+
+
+def test_a_value_needed_by_many_tasks_moves_once(site_clients) -> None:
+    with pool("ecmwf"):
+        big = da.arange(4 * 1000, dtype="f8", chunks=1000).reshape(4, 1000).rechunk((1, 1000))
+    with pool("eumetsat"):
+        small = da.arange(1000, dtype="f8", chunks=1000) * 2
+    with federated(site_clients) as fed:
+        result = (big - small).sum(axis=1).compute()
+    values = np.arange(4000.0).reshape(4, 1000) - 2 * np.arange(1000.0)
+    np.testing.assert_array_equal(result, values.sum(axis=1))
+    # Four ECMWF tasks use the EUMETSAT chunk; it crosses once (8000 bytes).
+    assert fed.traffic.by_site_pair[("eumetsat", "ecmwf")] == 8000
+    assert fed.traffic.cross_site_bytes == 8000
+
+
+def test_several_stages_and_scheduler_form(site_clients) -> None:
+    """ecmwf -> eumetsat -> ecmwf: each crossing in its own stage, values still right."""
+    with pool("ecmwf"):
+        a = dask.delayed(np.arange)(1000.0)
+    with pool("eumetsat"):
+        b1 = dask.delayed(np.full)(1000, 2.0)
+        b2 = dask.delayed(np.full)(1000, 3.0)
+    # Delayed values have no size estimate: each input weighs the same, so the
+    # sum runs at eumetsat (two inputs there) and the difference at ecmwf (a tie,
+    # won by the name that sorts first), which still holds ``a`` from stage 0.
+    c = dask.delayed(sum)([b1, b2, a])
+    d = dask.delayed(np.subtract)(a, c)
+    fed = federated(site_clients)
+    (got,) = dask.compute(d, scheduler=fed)
+    np.testing.assert_array_equal(got, np.full(1000, -5.0))
+    assert fed.traffic.by_site_pair == {
+        ("ecmwf", "eumetsat"): 8000,
+        ("eumetsat", "ecmwf"): 8000,
+        ("ecmwf", CLIENT): 8000,
+    }
+    stages = fed.runs[0]
+    assert stages.task_sites[d.key] == "ecmwf" and stages.task_sites[c.key] == "eumetsat"
+
+
+def test_unpinned_work_runs_in_the_coordinator(site_clients) -> None:
+    x = da.arange(100, chunks=10)
+    with get_task_stream(client=site_clients["ecmwf"]) as ran, federated(site_clients) as fed:
+        assert x.sum().compute() == 4950
+    assert ran.data == []
+    assert set(fed.traffic.tasks_by_site) == {COORDINATOR}
+    assert fed.traffic.by_site_pair == {}
+
+
+def test_unpinned_constant_is_made_in_the_site_using_it(site_clients) -> None:
+    with pool("ecmwf"):
+        x = da.arange(1000, chunks=100, dtype="f8")
+    ones = da.ones(1000, chunks=100)  # unpinned, used only by ECMWF tasks
+    with federated(site_clients) as fed:
+        total = (x + ones).sum().compute()
+    assert total == pytest.approx(np.arange(1000.0).sum() + 1000)
+    assert set(fed.traffic.tasks_by_site) == {"ecmwf"}
+    assert fed.traffic.by_site_pair == {("ecmwf", CLIENT): sizeof(total)}
+
+
+def test_task_errors_reach_the_user(site_clients) -> None:
+    def fail(block: np.ndarray) -> np.ndarray:
+        raise ZeroDivisionError("from the site")
+
+    with pool("eumetsat"):
+        x = da.ones(10, chunks=5).map_blocks(fail, dtype="f8")
+    with federated(site_clients), pytest.raises(ZeroDivisionError, match="from the site"):
+        x.compute()
+
+
+@pytest.fixture
+def silent_address() -> Iterator[str]:
+    """A TCP server on loopback that accepts connections and never answers."""
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"tcp://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        server.close()
+
+
+def test_unreachable_site_is_named_within_the_timeout(site_clients, silent_address) -> None:
+    start = time.monotonic()
+    with pytest.raises(SiteClusterUnavailableError, match="'eumetsat'") as info:
+        federated({"ecmwf": site_clients["ecmwf"], "eumetsat": silent_address}, timeout=2)
+    assert time.monotonic() - start < 2 + 3
+    assert info.value.site == "eumetsat"
+    assert isinstance(info.value, SiteUnavailableError)
+    assert silent_address in str(info.value)
+
+
+def test_site_without_workers_is_named_within_the_timeout(site_clients) -> None:
+    with start_site_cluster(n_workers=0) as empty, Client(empty, set_as_default=False) as idle:
+        with pool("eumetsat"):
+            x = da.ones(10, chunks=5)
+        fed = federated({"ecmwf": site_clients["ecmwf"], "eumetsat": idle}, timeout=1)
+        start = time.monotonic()
+        with pytest.raises(SiteClusterUnavailableError, match="'eumetsat' at tcp:.* has no workers"):
+            x.sum().compute(scheduler=fed)
+        assert time.monotonic() - start < 1 + 3
+
+
+def test_site_missing_from_the_clients_is_named(site_clients) -> None:
+    with pool("eumetsat"):
+        x = da.ones(10, chunks=5)
+    with (
+        pytest.raises(SiteClusterUnavailableError, match="'eumetsat' is not among the federated clients"),
+        federated({"ecmwf": site_clients["ecmwf"]}),
+    ):
+        x.sum().compute()
+
+
+def test_public_names() -> None:
+    assert catalog_pools.federated is federated
+    assert callable(catalog_pools.connect)
