@@ -92,7 +92,7 @@ class SiteClusterUnavailableError(SiteUnavailableError):
     """
 
     def __init__(self, site: str, problem: str, address: str | None = None, waited: float = 0.0) -> None:
-        self.site, self.problem, self.address, self.waited = site, problem, address, waited
+        self.site, self.problem, self.address, self.waited = site, problem, address or "", waited
         self.key = ""
         at = f" at {address}" if address else ""
         message = f"federated site {site!r}{at} {problem}"

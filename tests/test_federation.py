@@ -29,7 +29,11 @@ SITES = ("ecmwf", "eumetsat")
 def start_site_cluster(n_workers: int = 1) -> LocalCluster:
     """A plain cluster for one site: its own scheduler and worker processes, no resources."""
     return LocalCluster(
-        processes=True, n_workers=n_workers, threads_per_worker=1, dashboard_address=":0", worker_dashboard_address=":0"
+        processes=True,
+        n_workers=n_workers,
+        threads_per_worker=1,
+        dashboard_address=":0",
+        worker_dashboard_address=":0",
     )
 
 
@@ -219,7 +223,7 @@ def test_site_without_workers_is_named_within_the_timeout(site_clients) -> None:
             x = da.ones(10, chunks=5)
         fed = federated({"ecmwf": site_clients["ecmwf"], "eumetsat": idle}, timeout=1)
         start = time.monotonic()
-        with pytest.raises(SiteClusterUnavailableError, match="'eumetsat' at tcp:.* has no workers"):
+        with pytest.raises(SiteClusterUnavailableError, match=r"'eumetsat' at tcp:.* has no workers"):
             x.sum().compute(scheduler=fed)
         assert time.monotonic() - start < 1 + 3
 

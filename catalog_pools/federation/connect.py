@@ -34,7 +34,9 @@ from .reach import bounded, default_timeout, ensure_workers
 
 __all__ = ["GATEWAY_KEYS", "SiteClients", "connect", "gateway_specs"]
 
-GATEWAY_KEYS = frozenset({"address", "proxy_address", "public_address", "auth", "cluster_options", "workers", "cluster"})
+GATEWAY_KEYS = frozenset(
+    {"address", "proxy_address", "public_address", "auth", "cluster_options", "workers", "cluster"}
+)
 
 
 class SiteClients(dict[str, Any]):
@@ -48,6 +50,7 @@ class SiteClients(dict[str, Any]):
     def __init__(self) -> None:
         super().__init__()
         self.clusters: dict[str, Any] = {}
+        self.gateways: dict[str, Any] = {}
         self.created: set[str] = set()
 
     def close(self) -> None:
@@ -57,6 +60,9 @@ class SiteClients(dict[str, Any]):
         for site, cluster in list(self.clusters.items()):
             cluster.close(shutdown=site in self.created)
             del self.clusters[site]
+        # dask-gateway 2026.3's Gateway.close() fails when called twice and
+        # Gateway.__del__ always calls it: let __del__ close each Gateway once.
+        self.gateways.clear()
         self.created.clear()
 
     def __enter__(self) -> SiteClients:
@@ -137,24 +143,27 @@ def _cluster(gateway: Any, spec: Mapping[str, Any]) -> tuple[Any, bool]:
     return gateway.new_cluster(shutdown_on_close=True, **options), True
 
 
-def _open_site(site: str, spec: Mapping[str, Any], timeout: float) -> tuple[Any, Any, bool]:
+def _open_site(site: str, spec: Mapping[str, Any], timeout: float, out: SiteClients) -> None:
+    """Open ``site``'s Gateway, cluster and client into ``out`` (closed by ``out.close()``)."""
     from dask_gateway import Gateway
 
-    gateway = Gateway(
+    out.gateways[site] = gateway = Gateway(
         address=spec["address"],
         proxy_address=spec.get("proxy_address"),
         public_address=spec.get("public_address"),
         auth=_auth(spec.get("auth")),
     )
     cluster, created = _cluster(gateway, spec)
+    out.clusters[site] = cluster
+    if created:
+        out.created.add(site)
     workers = spec.get("workers", 1)
     if isinstance(workers, Mapping):
         cluster.adapt(**workers)
     else:
         cluster.scale(int(workers))
-    client = cluster.get_client(set_as_default=False)
+    out[site] = client = cluster.get_client(set_as_default=False)
     ensure_workers(client, site, timeout)
-    return client, cluster, created
 
 
 def connect(cat: Any, sites: Iterable[str] | None = None, timeout: float | str = "120s") -> SiteClients:
@@ -199,16 +208,13 @@ def connect(cat: Any, sites: Iterable[str] | None = None, timeout: float | str =
     try:
         for site in wanted:
             spec = specs[site]
-            client, cluster, created = bounded(
-                lambda s=site, sp=spec: _open_site(s, sp, seconds),  # type: ignore[misc]
+            bounded(
+                lambda s=site, sp=spec: _open_site(s, sp, seconds, out),  # type: ignore[misc]
                 seconds,
                 site,
                 str(spec["address"]),
                 "starting a cluster through its Dask Gateway",
             )
-            out[site], out.clusters[site] = client, cluster
-            if created:
-                out.created.add(site)
     except BaseException:
         out.close()
         raise

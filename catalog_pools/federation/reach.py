@@ -67,7 +67,7 @@ def bounded(call: Callable[[], T], timeout: float, site: str, address: str | Non
             address,
             round(time.monotonic() - start, 1),
         ) from error
-    return box["value"]  # type: ignore[no-any-return]
+    return box["value"]
 
 
 def open_client(site: str, address: str, timeout: float) -> Any:

@@ -16,7 +16,7 @@ from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable, Mapping
 from concurrent.futures import CancelledError
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import dask
 from dask.core import flatten
@@ -80,12 +80,12 @@ class federated:  # noqa: N801 - used like a function / context manager, as dask
         self.timeout = default_timeout(timeout)
         self.clients: dict[str, Any] = {}
         self._owned: list[Any] = []
-        for site, client in clients.items():
+        for site, given in clients.items():
             validate_site(site)
-            if isinstance(client, str):
-                client = open_client(site, client, self.timeout)
-                self._owned.append(client)
-            self.clients[site] = client
+            if isinstance(given, str):
+                given = open_client(site, given, self.timeout)  # noqa: PLW2901
+                self._owned.append(given)
+            self.clients[site] = given
         self.traffic = Traffic()
         self.runs: list[Traffic] = []
         self._config: Any = None
@@ -148,9 +148,10 @@ class federated:  # noqa: N801 - used like a function / context manager, as dask
         self.runs.append(t)
         total = self.traffic
         total.transfers.extend(t.transfers)
-        for counts, new in ((total.by_site_pair, t.by_site_pair), (total.tasks_by_site, t.tasks_by_site)):
-            for name, n in new.items():
-                counts[name] = counts.get(name, 0) + n  # type: ignore[index]
+        for pair, n in t.by_site_pair.items():
+            total.by_site_pair[pair] = total.by_site_pair.get(pair, 0) + n
+        for site, n in t.tasks_by_site.items():
+            total.tasks_by_site[site] = total.tasks_by_site.get(site, 0) + n
         total.task_sites.update(t.task_sites)
         total.wall_time = (0.0 if total.wall_time != total.wall_time else total.wall_time) + t.wall_time
 
@@ -167,7 +168,7 @@ def _graph_and_pins(dsk: Any) -> tuple[dict[Key, Any], dict[Key, str]]:
         for layer in dsk.layers.values():
             for name, value in (layer.annotations or {}).items():
                 by_type[name].update({k: value(k) if callable(value) else value for k in layer})
-        return dict(dsk), read_pins(by_type)
+        return cast(dict[Key, Any], dict(dsk)), read_pins(by_type)
     return dict(dsk), {}
 
 
@@ -218,7 +219,7 @@ class _Run:
 
         keep = sorted(self.plan.kept(tasks), key=str)
         inputs = {k: self.values[k] for k in self.plan.imports(tasks, COORDINATOR)}
-        self.values.update(zip(keep, get(tasks, keep, cache=inputs), strict=True))
+        self.values.update(zip(keep, get(tasks, cast(Any, keep), cache=inputs), strict=True))
 
     def fetch(self, site: str, keys: list[Key]) -> None:
         """Gather ``keys`` from ``site`` into the coordinator (each key once per run)."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from dask.core import get_deps
 
@@ -136,7 +136,9 @@ def plan(graph: Mapping[Key, Any], pins: Mapping[Key, str], outputs: Iterable[Ke
         Requested keys.
     """
     graph = dict(graph)
-    dependencies, dependents = get_deps(graph)
+    found: tuple[Any, Any] = get_deps(cast(Any, graph))
+    dependencies: dict[Key, set[Key]] = found[0]
+    dependents: dict[Key, set[Key]] = found[1]
     # The optimizer's sites are fixed; the rules place only what it left unsited.
     located = assign_sites(dependencies, {k: s for k, s in pins.items() if k in graph})
     location = {k: located.get(k, COORDINATOR) for k in graph}
