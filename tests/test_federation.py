@@ -23,7 +23,7 @@ from catalog_pools.federation.split import COORDINATOR
 from catalog_pools.traffic import traffic
 from catalog_pools.traffic.report import CLIENT
 
-SITES = ("ecmwf", "eumetsat")
+SITES = ("ecmwf", "eumetsat", "ewc")
 
 
 def start_site_cluster(n_workers: int = 1) -> LocalCluster:
@@ -110,6 +110,33 @@ def test_seed_workload_federated_values_and_bytes(site_clients, site_data, clien
     xr.testing.assert_allclose(spanning, expected, rtol=1e-6)
     assert one.cross_site_bytes > 0
     assert one.cross_site_bytes <= fed.traffic.cross_site_bytes <= 1.2 * one.cross_site_bytes
+
+
+def test_three_site_workflow(site_clients, site_data, tmp_path: Path) -> None:
+    """Predictions at ECMWF, observations at EUMETSAT, a land mask at the EWC."""
+    obs_plain = xr.open_zarr(site_data / "eumetsat" / "observations.zarr").air_pressure
+    mask = xr.DataArray(
+        (np.arange(obs_plain.size).reshape(obs_plain.shape) % 3 == 0).astype("f4"),
+        dims=obs_plain.dims,
+        coords={d: obs_plain[d] for d in obs_plain.dims},
+        name="land",
+    )
+    mask.to_dataset().to_zarr(tmp_path / "mask.zarr")
+    with pool("ewc"):
+        land = xr.open_zarr(tmp_path / "mask.zarr").land
+    expected = float(((seed_workload(site_data, pinned=False) * mask).mean()).compute(scheduler="sync"))
+
+    with federated(site_clients) as fed:
+        got = float((seed_workload(site_data) * land).mean().compute())
+    assert got == pytest.approx(expected, rel=1e-6)
+    field = obs_plain.values.nbytes
+    # Each join goes where most bytes are (ties to the first name): the
+    # observations and the mask each cross once to ECMWF; a scalar comes back.
+    pairs = fed.traffic.by_site_pair
+    assert pairs.keys() == {("eumetsat", "ecmwf"), ("ewc", "ecmwf"), ("ecmwf", CLIENT)}
+    assert pairs[("eumetsat", "ecmwf")] == pairs[("ewc", "ecmwf")] == field
+    assert pairs[("ecmwf", CLIENT)] < 100
+    assert set(fed.traffic.tasks_by_site) == set(SITES)
 
 
 def test_a_value_needed_by_many_tasks_moves_once(site_clients) -> None:
