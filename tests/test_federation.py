@@ -17,8 +17,9 @@ from dask.sizeof import sizeof
 from distributed import Client, LocalCluster, get_task_stream
 
 import catalog_pools
-from catalog_pools import SiteClusterUnavailableError, SiteUnavailableError, federated, pool
+from catalog_pools import CatalogError, SiteClusterUnavailableError, SiteUnavailableError, federated, pool
 from catalog_pools.datagen.synthetic import OBSERVATION_HEIGHT_INDEX, make_data
+from catalog_pools.federation.connect import gateway_specs
 from catalog_pools.federation.split import COORDINATOR
 from catalog_pools.traffic import traffic
 from catalog_pools.traffic.report import CLIENT
@@ -263,6 +264,23 @@ def test_site_missing_from_the_clients_is_named(site_clients) -> None:
         federated({"ecmwf": site_clients["ecmwf"]}),
     ):
         x.sum().compute()
+
+
+def test_gateway_declarations_are_read_and_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CP_TEST_GATEWAY", "http://127.0.0.1:9")
+    metadata = {
+        "sites": {
+            "ecmwf": {"roots": ["/data/ecmwf"], "gateway": {"address": '{{ env("CP_TEST_GATEWAY") }}'}},
+            "eumetsat": {"roots": ["/data/eumetsat"]},
+        }
+    }
+    assert gateway_specs(metadata) == {"ecmwf": {"address": "http://127.0.0.1:9"}}
+    with pytest.raises(CatalogError, match=r"metadata\.sites\.ecmwf\.gateway must be a mapping"):
+        gateway_specs({"sites": {"ecmwf": {"gateway": {"workers": 2}}}})
+    with pytest.raises(CatalogError, match=r"unknown keys \['adress'\]"):
+        gateway_specs({"sites": {"ecmwf": {"gateway": {"address": "http://x", "adress": "y"}}}})
+    with pytest.raises(CatalogError, match=r"no metadata\.sites\.<site>\.gateway for \['eumetsat'\]"):
+        catalog_pools.connect(metadata, sites=["eumetsat"])
 
 
 def test_public_names() -> None:
