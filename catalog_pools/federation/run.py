@@ -189,7 +189,9 @@ class _Run:
         self.traffic = Traffic(started=time.time())
         self.traffic.tasks_by_site = dict(Counter(p.location.values()))
         self.traffic.task_sites = dict(p.location)
-        self.traffic.workers_by_site = {s: [address_of(self.fed.clients[s]) or s] for s in p.sites}
+        self.traffic.workers_by_site = {
+            s: sorted(self.fed.clients[s].scheduler_info(n_workers=-1)["workers"]) for s in p.sites
+        }
         self._start = time.perf_counter()
 
     def execute(self) -> dict[Key, Any]:
