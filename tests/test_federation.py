@@ -256,6 +256,24 @@ def test_site_without_workers_is_named_within_the_timeout(site_clients) -> None:
         assert time.monotonic() - start < 1 + 3
 
 
+def test_site_losing_all_workers_mid_run_is_named() -> None:
+    def slow(block: np.ndarray) -> np.ndarray:
+        import time
+
+        time.sleep(3)
+        return block
+
+    with start_site_cluster() as cluster, Client(cluster, set_as_default=False) as site_client:
+        with pool("eumetsat"):
+            x = da.ones(10, chunks=10).map_blocks(slow, dtype="f8")
+        fed = federated({"eumetsat": site_client}, timeout=1)
+        threading.Timer(1.0, cluster.scale, (0,)).start()
+        start = time.monotonic()
+        with pytest.raises(SiteClusterUnavailableError, match=r"'eumetsat' at tcp:.* has no workers left"):
+            x.sum().compute(scheduler=fed)
+        assert time.monotonic() - start < 3 + 1 + 3
+
+
 def test_site_missing_from_the_clients_is_named(site_clients) -> None:
     with pool("eumetsat"):
         x = da.ones(10, chunks=5)

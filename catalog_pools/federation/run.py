@@ -80,12 +80,16 @@ class federated:  # noqa: N801 - used like a function / context manager, as dask
         self.timeout = default_timeout(timeout)
         self.clients: dict[str, Any] = {}
         self._owned: list[Any] = []
-        for site, given in clients.items():
-            validate_site(site)
-            if isinstance(given, str):
-                given = open_client(site, given, self.timeout)  # noqa: PLW2901
-                self._owned.append(given)
-            self.clients[site] = given
+        try:
+            for site, given in clients.items():
+                validate_site(site)
+                if isinstance(given, str):
+                    given = open_client(site, given, self.timeout)  # noqa: PLW2901
+                    self._owned.append(given)
+                self.clients[site] = given
+        except BaseException:
+            self.close()
+            raise
         self.traffic = Traffic()
         self.runs: list[Traffic] = []
         self._config: Any = None
@@ -95,7 +99,11 @@ class federated:  # noqa: N801 - used like a function / context manager, as dask
         return f"federated({sorted(self.clients)})"
 
     def __enter__(self) -> federated:
-        self.check(self.clients)
+        try:
+            self.check(self.clients)
+        except BaseException:
+            self.close()
+            raise
         self._config = dask.config.set(scheduler=self)
         return self
 
