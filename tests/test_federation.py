@@ -185,6 +185,9 @@ def test_unpinned_work_runs_in_the_coordinator(site_clients) -> None:
     assert ran.data == []
     assert set(fed.traffic.tasks_by_site) == {COORDINATOR}
     assert fed.traffic.by_site_pair == {}
+    # Called as a get function on a plain (legacy) graph: everything runs here.
+    assert fed({"a": 1, "b": (sum, ["a", "a"])}, ["b"]) == [2]
+    assert fed({"a": 1, "b": (sum, ["a", "a"])}, "b") == 2
 
 
 def test_unpinned_constant_is_made_in_the_site_using_it(site_clients) -> None:

@@ -214,7 +214,6 @@ class _Run:
             if COORDINATOR in batch:
                 self.run_here(batch[COORDINATOR])
         self.deliver(set(p.outputs), COORDINATOR)
-        self.traffic.wall_time = time.perf_counter() - self._start
         return {k: self.values[k] for k in p.outputs}
 
     def submit(self, site: str, tasks: dict[Key, Any]) -> None:
@@ -275,6 +274,8 @@ class _Run:
         t.transfers.append(Transfer(source, dest, nbytes, len(keys), src, dst, start, time.time()))
 
     def release(self) -> None:
+        """Drop this run's futures on every site (also after a failure); stop the clock."""
+        self.traffic.wall_time = time.perf_counter() - self._start
         for futures in self.held.values():
             for future in futures.values():
                 future.release()
