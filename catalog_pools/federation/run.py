@@ -206,13 +206,16 @@ class _Run:
         p = self.plan
         for stage in range(p.n_stages):
             batch = p.batch(stage)
-            for location, tasks in sorted(batch.items()):
-                self.deliver(p.imports(tasks, location), location)
+            # A site starts as soon as its own inputs have arrived; the
+            # coordinator's part runs last, while the sites compute.
             for location, tasks in sorted(batch.items()):
                 if location != COORDINATOR:
+                    self.deliver(p.imports(tasks, location), location)
                     self.submit(location, tasks)
             if COORDINATOR in batch:
-                self.run_here(batch[COORDINATOR])
+                tasks = batch[COORDINATOR]
+                self.deliver(p.imports(tasks, COORDINATOR), COORDINATOR)
+                self.run_here(tasks)
         self.deliver(set(p.outputs), COORDINATOR)
         return {k: self.values[k] for k in p.outputs}
 
