@@ -88,6 +88,8 @@ def test_seed_workload_federated_values_and_bytes(site_clients, site_data, clien
     assert fed.traffic.by_site_pair == {("eumetsat", "ecmwf"): field, ("ecmwf", CLIENT): field}
     assert fed.traffic.cross_site_bytes == field
     assert fed.traffic.client_bytes == field
+    assert "eumetsat -> ecmwf" in fed.traffic.summary() and "CROSS-SITE" in fed.traffic.summary()
+    assert dask.config.get("scheduler", None) is not fed  # the block restored the scheduler
 
     # Each site's part ran on its own cluster: every task the plan put at a
     # site ran there and nowhere else; nothing ran in the coordinator.
