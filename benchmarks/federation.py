@@ -116,11 +116,11 @@ def wan_child(spec: dict[str, Any]) -> int:
     import catalog_pools
 
     root = Path(spec["data"])
-    fed = catalog_pools.federated(spec["addresses"], timeout=60)
+    fed = catalog_pools.federated(spec["addresses"], timeout=60, direct=spec["direct"])
     workload(root, pooled=True).compute(scheduler=fed)  # warm-up
     print("ready", flush=True)
     for _ in sys.stdin:
-        run = catalog_pools.federated(fed.clients)
+        run = catalog_pools.federated(fed.clients, direct=spec["direct"])
         start = time.perf_counter()
         workload(root, pooled=True).compute(scheduler=run)
         t = run.traffic
@@ -152,7 +152,9 @@ def _start_site(topo: Any, site: str, workers: int, env: dict[str, str], log: An
     return f"tcp://{ip}:{PORT}"
 
 
-def run_wan(root: Path, workers: int, repeat: int, rate_mbit: float, log_path: Path) -> dict[str, Any]:
+def run_wan(
+    root: Path, workers: int, repeat: int, rate_mbit: float, log_path: Path, direct: bool
+) -> dict[str, Any]:
     """Federated, each site's cluster and the coordinator in their own namespaces."""
     sys.path.insert(0, str(REPO))
     from benchmarks import netns
@@ -165,7 +167,7 @@ def run_wan(root: Path, workers: int, repeat: int, rate_mbit: float, log_path: P
     with topo, log_path.open("ab") as log:
         topo.shape(rate_mbit)
         addresses = {site: _start_site(topo, site, workers, env, log) for site in SITES}
-        spec = json.dumps({"addresses": addresses, "data": str(root.resolve())})
+        spec = json.dumps({"addresses": addresses, "data": str(root.resolve()), "direct": direct})
         child = topo.popen(
             "client",
             [sys.executable, "-m", "benchmarks.federation", "--wan-child", spec],
@@ -208,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--wan", action="store_true", help="sites and coordinator in network namespaces")
     parser.add_argument("--rate-mbit", type=float, default=100.0)
+    parser.add_argument("--direct", action="store_true", help="with --wan: federated(..., direct=True)")
     parser.add_argument("--wan-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.wan_child:
@@ -218,9 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     make_data(args.data, scale=args.scale, progress=False)
     if args.wan:
         args.out.mkdir(parents=True, exist_ok=True)
-        log = args.out / f"federation-wan-{args.scale}.log"
-        row = run_wan(args.data, args.workers, args.repeat, args.rate_mbit, log)
-        out = args.out / f"federation-wan-{args.scale}.json"
+        name = f"federation-wan{'-direct' if args.direct else ''}-{args.scale}"
+        row = run_wan(
+            args.data, args.workers, args.repeat, args.rate_mbit, args.out / f"{name}.log", args.direct
+        )
+        out = args.out / f"{name}.json"
         out.write_text(json.dumps({"scale": args.scale, "workers_per_site": args.workers, **row}, indent=2))
         print(json.dumps(row, indent=2))
         return 0

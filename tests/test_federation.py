@@ -115,6 +115,23 @@ def test_seed_workload_federated_values_and_bytes(site_clients, site_data, clien
     assert one.cross_site_bytes <= fed.traffic.cross_site_bytes <= 1.2 * one.cross_site_bytes
 
 
+def test_direct_transfers_skip_the_coordinator(site_clients, site_data, monkeypatch) -> None:
+    """direct=True: the ECMWF worker pulls the observations from EUMETSAT's scheduler."""
+    expected = seed_workload(site_data, pinned=False).compute(scheduler="sync")
+    gathered: list[str] = []
+    for site, c in site_clients.items():
+        original = c.gather
+        monkeypatch.setattr(
+            c, "gather", lambda *a, _s=site, _o=original, **k: gathered.append(_s) or _o(*a, **k)
+        )
+    with federated(site_clients, direct=True) as fed:
+        result = seed_workload(site_data).compute()
+    xr.testing.assert_allclose(result, expected, rtol=1e-6)
+    field = expected.values.nbytes
+    assert fed.traffic.by_site_pair == {("eumetsat", "ecmwf"): field, ("ecmwf", CLIENT): field}
+    assert gathered == ["ecmwf"]  # only the result passed through the coordinator
+
+
 def test_three_site_workflow(site_clients, site_data, tmp_path: Path) -> None:
     """Predictions at ECMWF, observations at EUMETSAT, a land mask at the EWC."""
     obs_plain = xr.open_zarr(site_data / "eumetsat" / "observations.zarr").air_pressure

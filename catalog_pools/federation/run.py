@@ -12,6 +12,7 @@ and the results pass through the coordinator; bulk data stays where it is.
 from __future__ import annotations
 
 import time
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable, Mapping
 from concurrent.futures import CancelledError
@@ -50,6 +51,11 @@ class federated:  # noqa: N801 - used like a function / context manager, as dask
         Seconds (or a dask time string) to wait for a site's scheduler to
         answer or for a worker to appear; default: dask config
         ``catalog_pools.no-worker-timeout``.
+    direct
+        Let a destination site's workers pull each crossing value from the
+        source site's scheduler (:mod:`.direct`), so it crosses once instead of
+        through the coordinator. Needs site clusters that reach each other's
+        schedulers (not Gateway proxies). Results still come to the coordinator.
 
     Attributes
     ----------
@@ -76,8 +82,11 @@ class federated:  # noqa: N801 - used like a function / context manager, as dask
     {('eumetsat', 'ecmwf'): 20736, ('ecmwf', 'client'): 20736}
     """
 
-    def __init__(self, clients: Mapping[str, Any], timeout: float | str | None = None) -> None:
+    def __init__(
+        self, clients: Mapping[str, Any], timeout: float | str | None = None, direct: bool = False
+    ) -> None:
         self.timeout = default_timeout(timeout)
+        self.direct = direct
         self.clients: dict[str, Any] = {}
         self._owned: list[Any] = []
         try:
@@ -258,18 +267,48 @@ class _Run:
                 by_source[source].append(key)
         for source, group in sorted(by_source.items()):
             start = time.time()
-            if source != COORDINATOR:
-                self.fetch(source, group)
-            if dest != COORDINATOR:
-                data = {k: self.values[k] for k in group}
-                futures = self.fed.clients[dest].scatter(data, hash=False)
-                self.held[dest].update(futures)
+            if self.fed.direct and COORDINATOR not in (source, dest):
+                nbytes = self.pull(source, dest, group)
+            else:
+                if source != COORDINATOR:
+                    self.fetch(source, group)
+                if dest != COORDINATOR:
+                    data = {k: self.values[k] for k in group}
+                    futures = self.fed.clients[dest].scatter(data, hash=False)
+                    self.held[dest].update(futures)
+                nbytes = sum(int(sizeof(self.values[k])) for k in group)
             self.delivered.update((k, dest) for k in group)
             if source != dest:
-                self._count(source, dest, group, start)
+                self._count(source, dest, group, nbytes, start)
 
-    def _count(self, source: str, dest: str, keys: list[Key], start: float) -> None:
-        nbytes = sum(int(sizeof(self.values[k])) for k in keys)
+    def pull(self, source: str, dest: str, keys: list[Key]) -> int:
+        """Have ``dest``'s workers pull ``keys`` from ``source``'s scheduler; return their bytes."""
+        from .direct import pick, pull
+
+        src, dst, timeout = self.fed.clients[source], self.fed.clients[dest], self.fed.timeout
+        futures = [self.held[source][k] for k in keys]
+        wait_site(src, source, futures, timeout)
+        failed = [f for f in futures if f.status == "error"]
+        if failed:
+            src.gather(failed)  # raises the task's own exception
+        nbytes = sum(src.nbytes(keys=keys, summary=False).values())
+        dataset = f"catalog-pools-federated-{uuid.uuid4().hex}"
+        src.publish_dataset(**{dataset: futures})
+        try:
+            pulled = dst.submit(pull, address_of(src), dataset, timeout, pure=False)
+            wait_site(dst, dest, [pulled], timeout)
+        finally:
+            src.unpublish_dataset(dataset)
+        if pulled.status == "error":
+            raise SiteClusterUnavailableError(
+                dest, f"could not pull values from site {source!r}: {pulled.exception()!r}", address_of(dst)
+            )
+        for i, key in enumerate(keys):
+            self.held[dest][key] = dst.submit(pick, pulled, i, key=key, pure=False)
+        self.held[dest][pulled.key] = pulled
+        return int(nbytes)
+
+    def _count(self, source: str, dest: str, keys: list[Key], nbytes: int, start: float) -> None:
         t = self.traffic
         t.by_site_pair[source, dest] = t.by_site_pair.get((source, dest), 0) + nbytes
         src = address_of(self.fed.clients.get(source)) or source
