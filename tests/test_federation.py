@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import pickle
+import signal
 import socket
 import threading
 import time
@@ -20,6 +23,7 @@ import catalog_pools
 from catalog_pools import CatalogError, SiteClusterUnavailableError, SiteUnavailableError, federated, pool
 from catalog_pools.datagen.synthetic import OBSERVATION_HEIGHT_INDEX, make_data
 from catalog_pools.federation.connect import gateway_specs
+from catalog_pools.federation.run import federated_get
 from catalog_pools.federation.split import COORDINATOR
 from catalog_pools.traffic import traffic
 from catalog_pools.traffic.report import CLIENT
@@ -89,7 +93,7 @@ def test_seed_workload_federated_values_and_bytes(site_clients, site_data, clien
     assert fed.traffic.cross_site_bytes == field
     assert fed.traffic.client_bytes == field
     assert "eumetsat -> ecmwf" in fed.traffic.summary() and "CROSS-SITE" in fed.traffic.summary()
-    assert dask.config.get("scheduler", None) is not fed  # the block restored the scheduler
+    assert dask.config.get("scheduler", None) is not federated_get  # the block restored the scheduler
 
     # Each site's part ran on its own cluster: every task the plan put at a
     # site ran there and nowhere else; nothing ran in the coordinator.
@@ -276,6 +280,27 @@ def test_site_without_workers_is_named_within_the_timeout(site_clients) -> None:
         with pytest.raises(SiteClusterUnavailableError, match=r"'eumetsat' at tcp:.* has no workers"):
             x.sum().compute(scheduler=fed)
         assert time.monotonic() - start < 1 + 3
+
+
+def test_site_losing_a_worker_mid_run_recovers() -> None:
+    def slow(block: np.ndarray) -> np.ndarray:
+        import time
+
+        time.sleep(0.5)
+        return block * 2
+
+    with start_site_cluster(n_workers=2) as cluster, Client(cluster, set_as_default=False) as site_client:
+        with pool("eumetsat"):
+            x = da.arange(80, chunks=10, dtype="f8").map_blocks(slow, dtype="f8")
+        victim = sorted(site_client.scheduler_info()["workers"])[0]
+        pid = site_client.run(os.getpid, workers=[victim])[victim]
+        # Kill one worker process mid-run (its nanny restarts it, as distributed does).
+        threading.Timer(1.0, os.kill, (pid, signal.SIGKILL)).start()
+        with federated({"eumetsat": site_client}, timeout=5):
+            # The nanny pickles dask config to restart the worker: it must not hold clients.
+            pickle.dumps(dask.config.config)
+            assert x.sum().compute() == 2 * np.arange(80.0).sum()
+        assert victim not in site_client.scheduler_info()["workers"]
 
 
 def test_site_losing_all_workers_mid_run_is_named() -> None:

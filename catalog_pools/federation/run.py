@@ -32,7 +32,25 @@ from .split import COORDINATOR, Plan, materialize, plan, read_pins
 
 Key = Hashable
 
-__all__ = ["federated"]
+__all__ = ["federated", "federated_get"]
+
+#: ``federated`` blocks entered and not yet left, innermost last.
+_active: list[federated] = []
+
+
+def federated_get(dsk: Any, keys: Any, **kwargs: Any) -> Any:
+    """The dask scheduler a ``with federated(...)`` block puts in dask config.
+
+    A module-level function rather than the ``federated`` object itself:
+    dask config is copied into new worker processes (a nanny restarting a
+    worker pickles it), and the object holds live clients. Outside any block
+    (such a copy, in a worker) it runs the graph with dask's threaded scheduler.
+    """
+    if not _active:
+        from dask.threaded import get
+
+        return get(dsk, keys, **kwargs)
+    return _active[-1](dsk, keys, **kwargs)
 
 
 class federated:  # noqa: N801 - used like a function / context manager, as dask's schedulers
@@ -113,7 +131,8 @@ class federated:  # noqa: N801 - used like a function / context manager, as dask
         except BaseException:
             self.close()
             raise
-        self._config = dask.config.set(scheduler=self)
+        _active.append(self)
+        self._config = dask.config.set(scheduler=federated_get)
         return self
 
     def __exit__(
@@ -125,6 +144,8 @@ class federated:  # noqa: N801 - used like a function / context manager, as dask
         if self._config is not None:
             self._config.__exit__(exc_type, exc, tb)
             self._config = None
+        if self in _active:
+            _active.remove(self)
         self.close()
 
     def close(self) -> None:
