@@ -39,8 +39,10 @@ from .errors import (
     ForeignSiteError,
     QueryPlanningError,
     SchedulerSetupError,
+    SiteClusterUnavailableError,
     SiteUnavailableError,
 )
+from .federation import connect, federated
 from .traffic.explain import explain
 
 install_aliases()
@@ -52,10 +54,13 @@ __all__ = [
     "ForeignSiteError",
     "QueryPlanningError",
     "SchedulerSetupError",
+    "SiteClusterUnavailableError",
     "SiteUnavailableError",
     "check_site",
+    "connect",
     "current_pool",
     "explain",
+    "federated",
     "install",
     "load_from_catalog",
     "open_catalog",

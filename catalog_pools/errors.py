@@ -77,6 +77,35 @@ class SiteUnavailableError(RuntimeError):
         return (type(self), (self.site, self.key, self.waited, self.address))
 
 
+class SiteClusterUnavailableError(SiteUnavailableError):
+    """A federated site's own cluster cannot be reached, or has no workers.
+
+    Parameters
+    ----------
+    site
+        The site.
+    problem
+        What went wrong, as a sentence part: ``"has no workers"``.
+    address
+        The scheduler or Gateway address tried, if any.
+    waited
+        Seconds waited before giving up (0: failed at once).
+    """
+
+    def __init__(self, site: str, problem: str, address: str | None = None, waited: float = 0.0) -> None:
+        self.site, self.problem, self.address, self.waited = site, problem, address or "", waited
+        self.key = ""
+        at = f" at {address}" if address else ""
+        message = f"federated site {site!r}{at} {problem}"
+        if waited:
+            message += f" (waited {waited:g} s; dask config 'catalog_pools.no-worker-timeout')"
+            message += f". Start {site!r}'s scheduler and workers, or fix the address given for {site!r}"
+        RuntimeError.__init__(self, message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.site, self.problem, self.address, self.waited))
+
+
 class ForeignSiteError(RuntimeError):
     """A task pinned to one site started on a worker of another site."""
 
