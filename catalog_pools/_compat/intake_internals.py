@@ -1,2 +1,3 @@
 """Private intake names used by catalog_pools; see :mod:`catalog_pools._compat`."""
+
 from __future__ import annotations

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
+from .._compat.dask_internals import Task, TaskRef
 from ..errors import ForeignSiteError
 from .sites import resource_name, sites_of_resources
-
-logger = logging.getLogger(__name__)
 
 
 def check_site(site: str) -> None:
@@ -53,8 +51,6 @@ def guard_task(task: Any, site: str) -> Any:
     Other graph nodes (aliases, literal data) are returned unchanged: they
     read nothing.
     """
-    from dask._task_spec import Task, TaskRef
-
     if not isinstance(task, Task):
         return task
     keys = tuple(sorted(task.dependencies, key=str))

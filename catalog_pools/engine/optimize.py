@@ -12,27 +12,35 @@ optimizer unchanged.
 from __future__ import annotations
 
 import logging
-import math
 import pydoc
 from collections import defaultdict
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any, Literal
 
 import dask
-import numpy as np
+from dask.base import tokenize
 
+from .._compat.dask_internals import (
+    DataNode,
+    Task,
+    TaskRef,
+    convert_legacy_graph,
+    fuse_linear_task_spec,
+    fused_output_key,
+    optimize_slices,
+)
 from .guard import guard_task
-from .placement import assign_sites
-from .sites import ANNOTATION, resource_name, site_of_resource
+from .layers import LayerInfo, has_pools, spread_layer_pins
+from .placement import assign_sites, dependents_of, plan_relays, topological_order, undecided_keys
+from .sites import ANNOTATION, NBYTES, OPTED_OUT, ORIGIN, PROPAGATED, RELAY, WAIT, site_resources
 
 logger = logging.getLogger(__name__)
 
 Kind = Literal["array", "delayed"]
 _BASE = {"array": "dask.array.optimization.optimize", "delayed": "dask.delayed.optimize"}
-#: Annotation carrying the client's ``catalog_pools.no-worker-timeout`` in seconds.
-WAIT_ANNOTATION = "pool_wait"
 
-_active = False
+#: ``active``: pools are in use in this process (see :func:`activate`).
+_state = {"active": False}
 
 
 def activate() -> None:
@@ -41,67 +49,31 @@ def activate() -> None:
     Until then the optimizers pickle as dask's own, so importing the package
     never requires it on a scheduler that runs no pooled work.
     """
-    global _active
-    _active = True
+    _state["active"] = True
 
 
-def _pin_of(annotations: Mapping[str, Any]) -> tuple[bool, str | None]:
-    """Whether a task's annotations pin it, and to which site (``None``: opted out)."""
-    if ANNOTATION in annotations:
-        return True, annotations[ANNOTATION]
-    found = sorted(s for s in map(site_of_resource, annotations.get("resources") or {}) if s is not None)
-    if len(found) > 1:
-        logger.warning("task pinned to several sites %s; using %r", found, found[0])
-    return (True, found[0]) if found else (False, None)
-
-
-def _has_pools(hlg: Any) -> bool:
-    return any(_pin_of(layer.annotations or {})[0] for layer in hlg.layers.values())
-
-
-def _chunk_nbytes(key: Any, name: str, chunks: Any, itemsize: int) -> float | None:
-    if not (isinstance(key, tuple) and key and key[0] == name and len(key) - 1 == len(chunks)):
-        return None
-    try:
-        n = math.prod(chunks[d][i] for d, i in enumerate(key[1:]))
-    except (IndexError, TypeError):
-        return None
-    return None if n != n else float(n * itemsize)  # NaN: unknown chunk sizes
-
-
-def _read_layers(
-    layers: Mapping[str, Any],
-) -> tuple[dict[Hashable, dict[str, Any]], dict[Hashable, float]]:
-    """Per-key annotations and per-key output size estimates from HLG layers."""
-    annotations: dict[Hashable, dict[str, Any]] = {}
-    sizes: dict[Hashable, float] = {}
-    for name, layer in layers.items():
-        ann = layer.annotations or {}
-        meta = layer.collection_annotations or {}
-        chunks, dtype = meta.get("chunks"), meta.get("dtype")
-        itemsize = np.dtype(dtype).itemsize if dtype is not None else None
-        if not ann and not (chunks and itemsize):
-            continue
-        for key in layer:
-            if ann:
-                annotations[key] = {n: (v(key) if callable(v) else v) for n, v in ann.items()}
-            if chunks and itemsize:
-                size = _chunk_nbytes(key, name, chunks, itemsize)
-                if size is not None:
-                    sizes[key] = size
-    return annotations, sizes
-
-
-def _final_annotations(base: Mapping[str, Any], site: str | None, wait: float | None) -> dict[str, Any]:
-    out = dict(base)
-    resources = {r: q for r, q in (out.pop("resources", None) or {}).items() if site_of_resource(r) is None}
-    out.pop(ANNOTATION, None)
-    out.pop(WAIT_ANNOTATION, None)
+def _final_annotations(
+    base: Mapping[str, Any],
+    site: str | None,
+    origin: str | None,
+    wait: float | None,
+    nbytes: Callable[[Hashable], float | None] | None,
+) -> dict[str, Any]:
+    """A task's annotations as the scheduler reads them (see :mod:`.sites`)."""
+    out = {k: v for k, v in base.items() if k not in (ANNOTATION, ORIGIN, WAIT, RELAY, NBYTES, "resources")}
+    resources = site_resources(site, base.get("resources"))
     if site is not None:
-        resources[resource_name(site)] = 0
         out[ANNOTATION] = site
         if wait is not None:
-            out[WAIT_ANNOTATION] = wait
+            out[WAIT] = wait
+    if origin is not None:
+        out[ORIGIN] = PROPAGATED if origin == RELAY else origin
+    if origin == RELAY:
+        out[RELAY] = True
+    if nbytes is not None and origin != OPTED_OUT:
+        # Per key, only when the scheduler must place tasks after data already
+        # on the cluster; ``__dask_annotations__`` calls it on the scheduler.
+        out[NBYTES] = nbytes
     if resources:
         out["resources"] = resources
     return out
@@ -147,7 +119,7 @@ class PoolOptimizer:
         return propagate, guard, wait
 
     def __reduce__(self) -> tuple[Any, ...]:
-        if not _active:
+        if not _state["active"]:
             return (pydoc.locate, (_BASE[self.kind],))
         return (PoolOptimizer, (self.kind, *self.settings()))
 
@@ -165,11 +137,16 @@ class PoolOptimizer:
         from dask.highlevelgraph import HighLevelGraph
 
         base = pydoc.locate(_BASE[self.kind])
-        if not isinstance(dsk, HighLevelGraph) or not _has_pools(dsk):
+        if not isinstance(dsk, HighLevelGraph) or not has_pools(dsk):
             return base(dsk, keys, **kwargs)  # type: ignore[operator]
         return optimize_pooled(
             dsk, list(flatten(keys if isinstance(keys, list | set) else [keys])), self.kind, *self.settings()
         )
+
+
+def relay(value: Any) -> Any:
+    """A relay task: the same value, now held by a worker of the consuming site."""
+    return value
 
 
 def optimize_pooled(
@@ -183,16 +160,16 @@ def optimize_pooled(
     """Optimize a pooled graph: dask's usual passes, but never across sites.
 
     Returns a ``HighLevelGraph`` whose layers carry each task's site as
-    ``resources={"pool-<site>": 0}`` and ``pool=<site>`` annotations.
+    ``resources={"pool-<site>": 0}`` and ``pool=<site>`` annotations, with
+    ``pool_origin`` saying which sites were propagated rather than pinned.
     """
-    from dask._task_spec import convert_legacy_graph, fuse_linear_task_spec
-    from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+    from dask.highlevelgraph import HighLevelGraph
     from dask.utils import ensure_dict
 
     # Spreading copies layers with their collection metadata, so one pass
     # reads both the pins and the chunk sizes.
-    hlg = _spread_layer_pins(hlg)
-    annotations, sizes = _read_layers(hlg.layers)
+    hlg = spread_layer_pins(hlg)
+    info = LayerInfo(hlg.layers)
     if kind == "array":
         from dask.blockwise import fuse_roots, optimize_blockwise
 
@@ -201,99 +178,133 @@ def optimize_pooled(
         unfused = hlg.layers
         hlg = optimize_blockwise(hlg, keys=keys)
         hlg = fuse_roots(hlg, keys=keys)
-        fused = {n: layer for n, layer in hlg.layers.items() if unfused.get(n) is not layer}
-        annotations.update(_read_layers(fused)[0])
+        info.add({n: layer for n, layer in hlg.layers.items() if unfused.get(n) is not layer})
     hlg = hlg.cull(set(keys))
-    graph = convert_legacy_graph(ensure_dict(hlg))
-
-    pins = {}
-    for key in graph:
-        pinned, site = _pin_of(annotations.get(key, {}))
-        if pinned:
-            pins[key] = site
-    dependencies = {k: task.dependencies for k, task in graph.items()}
+    plan = _Plan(convert_legacy_graph(ensure_dict(hlg)), info)
+    plan.place(propagate)
     if propagate:
-        sites = assign_sites(dependencies, pins, sizes)
-    else:
-        sites = {k: s for k, s in pins.items() if s is not None}
-
-    if kind == "array":
-        fuse = dask.config.get("optimization.fuse.active") is not False
-    else:
-        fuse = bool(dask.config.get("optimization.fuse.delayed"))
-    dependents: dict[Hashable, set[Hashable]] = defaultdict(set)
-    for key, deps in dependencies.items():
-        for dep in deps:
-            dependents[dep].add(key)
-
-    partitions: dict[str | None, dict[Hashable, Any]] = defaultdict(dict)
-    for key, task in graph.items():
-        partitions[sites.get(key)][key] = task
-    requested = set(keys)
-    out: dict[Hashable, Any] = {}
-    out_site: dict[Hashable, str | None] = {}
-    for site, part in partitions.items():
-        if fuse:
-            boundary = {k for k in part if k in requested or any(sites.get(c) != site for c in dependents[k])}
-            part = fuse_linear_task_spec(part, keys=boundary)
-            if kind == "array":
-                part = _optimize_slices(part)
-        if site is not None:
-            part = _inline_data(part, requested)
-        for key, task in part.items():
-            out[key] = guard_task(task, site) if guard and site is not None else task
-            out_site[key] = site
-
-    groups: dict[str, tuple[dict[str, Any], dict[Hashable, Any]]] = {}
-    for key, task in out.items():
-        ann = _final_annotations(annotations.get(_source_key(key, task), {}), out_site[key], wait)
-        signature = repr(sorted(ann.items(), key=lambda kv: kv[0]))
-        groups.setdefault(signature, (ann, {}))[1][key] = task
-    layers = {}
-    for i, (ann, mapping) in enumerate(groups.values()):
-        layers[f"catalog-pools-{i}"] = MaterializedLayer(mapping, annotations=ann or None)
-    logger.debug("pooled graph: %d tasks, %d pinned", len(out), sum(s is not None for s in out_site.values()))
+        plan.add_relays()
+    out, out_site = plan.fuse(kind, set(keys), guard)
+    layers = plan.layers(out, out_site, wait)
+    logger.debug(
+        "pooled graph: %d tasks, %d pinned", len(out), sum(s[0] is not None for s in out_site.values())
+    )
     return HighLevelGraph(layers, {name: set() for name in layers})
 
 
-def _spread_layer_pins(hlg: Any) -> Any:
-    """Pin each unannotated layer whose input layers are all pinned alike.
-
-    Done on the high-level graph before blockwise fusion, so a load and the
-    operations applied to it fuse exactly as they would without pools (layers
-    with different annotations never fuse). Joins of several sites are left
-    to the per-task rules. Returns a new graph; the input is not modified.
-    """
-    import copy
-
-    from dask.highlevelgraph import HighLevelGraph
-
-    from .placement import topological_order
-
-    layers = dict(hlg.layers)
-    changed = False
-    for name in topological_order(hlg.dependencies):
-        layer = layers[name]
-        deps = hlg.dependencies.get(name) or set()
-        if layer.annotations or not deps:
-            continue
-        inputs = [layers[d].annotations or {} for d in deps]
-        first = inputs[0]
-        if not _is_pure_pin(first) or any(a != first for a in inputs[1:]):
-            continue
-        layer = copy.copy(layer)
-        layer.annotations = dict(first)
-        layers[name] = layer
-        changed = True
-    return HighLevelGraph(layers, hlg.dependencies) if changed else hlg
+#: Where a task's site came from: the user (``None``), propagation, a relay.
+_Origin = str | None
 
 
-def _is_pure_pin(annotations: Mapping[str, Any]) -> bool:
-    """Annotations that say only "pinned to one site" (nothing else to copy)."""
-    if set(annotations) != {ANNOTATION, "resources"} or annotations[ANNOTATION] is None:
-        return False
-    resources = annotations["resources"]
-    return isinstance(resources, Mapping) and all(site_of_resource(r) for r in resources)
+class _Plan:
+    """One pooled graph on its way through placement, relays and fusion."""
+
+    def __init__(self, graph: dict[Hashable, Any], info: LayerInfo) -> None:
+        self.graph = graph
+        self.info = info
+        self.pins: dict[Hashable, str | None] = {}
+        for key in graph:
+            pinned, site = info.pin(key)
+            if pinned:
+                self.pins[key] = site
+        self.dependencies = {k: task.dependencies for k, task in graph.items()}
+        self.sites: dict[Hashable, str] = {}
+        self.undecided: set[Hashable] = set()
+        self.relays: set[Hashable] = set()
+        self.outside = any(d not in graph for deps in self.dependencies.values() for d in deps)
+
+    def place(self, propagate: bool) -> None:
+        """Give tasks their sites (user pins as they are; the rest by the rules)."""
+        if not propagate:
+            self.sites = {k: s for k, s in self.pins.items() if s is not None}
+            return
+        if self.outside:
+            order = topological_order(self.dependencies)
+            self.undecided = undecided_keys(self.dependencies, self.pins, order)
+        self.sites = assign_sites(self.dependencies, self.pins, self.info.nbytes, undecided=self.undecided)
+        for key in self.undecided:
+            # provisional: the scheduler plugin decides, knowing where the data is
+            self.sites.pop(key, None)
+
+    def add_relays(self) -> None:
+        """One crossing per key and destination site: consumers read an in-site copy."""
+        dependents = dependents_of(self.dependencies)
+        for key, site, consumers in plan_relays(self.dependencies, dependents, self.sites, self.undecided):
+            name = f"catalog-pools-relay-{tokenize(key, site, sorted(map(str, consumers)))}"
+            self.graph[name] = Task(name, relay, TaskRef(key))
+            self.dependencies[name] = {key}
+            self.relays.add(name)
+            if site is None:
+                self.undecided.add(name)
+            else:
+                self.sites[name] = site
+            for user in consumers:
+                self.graph[user] = self.graph[user].substitute({key: name})
+                self.dependencies[user] = self.graph[user].dependencies
+
+    def origin(self, key: Hashable) -> _Origin:
+        if key in self.relays:
+            return RELAY
+        if key in self.pins:
+            return None if self.pins[key] is not None else OPTED_OUT
+        return PROPAGATED
+
+    def fuse(
+        self, kind: Kind, requested: set[Hashable], guard: bool
+    ) -> tuple[dict[Hashable, Any], dict[Hashable, tuple[str | None, _Origin]]]:
+        """dask's linear fusion (and slice fusion) within each site, never across."""
+        if kind == "array":
+            fuse = dask.config.get("optimization.fuse.active") is not False
+        else:
+            fuse = bool(dask.config.get("optimization.fuse.delayed"))
+        partitions: dict[tuple[str | None, _Origin], dict[Hashable, Any]] = defaultdict(dict)
+        for key, task in self.graph.items():
+            partitions[self.sites.get(key), self.origin(key)][key] = task
+        where = {k: (self.sites.get(k), self.origin(k)) for k in self.graph} if fuse else {}
+        dependents = dependents_of(self.dependencies) if fuse else {}
+        out: dict[Hashable, Any] = {}
+        out_site: dict[Hashable, tuple[str | None, _Origin]] = {}
+        for (site, origin), tasks in partitions.items():
+            part = tasks
+            if fuse:
+                here = (site, origin)
+                boundary = {
+                    k for k in part if k in requested or any(where[c] != here for c in dependents.get(k, ()))
+                }
+                part = fuse_linear_task_spec(part, keys=boundary)
+                if kind == "array":
+                    part = optimize_slices(part)
+            if site is not None:
+                part = _inline_data(part, requested)
+            # Only the user's own pins read site data; propagated tasks may move.
+            wrap = guard and site is not None and origin is None
+            for key, task in part.items():
+                out[key] = guard_task(task, site) if wrap else task  # type: ignore[arg-type]
+                out_site[key] = (site, origin)
+        return out, out_site
+
+    def layers(
+        self,
+        out: dict[Hashable, Any],
+        out_site: dict[Hashable, tuple[str | None, _Origin]],
+        wait: float | None,
+    ) -> dict[str, Any]:
+        """One layer per distinct annotation set (per-layer constants, not per-key dicts)."""
+        from dask.highlevelgraph import MaterializedLayer
+
+        groups: dict[tuple[int, str | None, _Origin], tuple[dict[str, Any], dict[Hashable, Any]]] = {}
+        for key, task in out.items():
+            base = self.info.annotations(fused_output_key(key, task))
+            site, origin = out_site[key]
+            group = groups.get((id(base), site, origin))
+            if group is None:
+                ann = _final_annotations(base, site, origin, wait, self.info.nbytes if self.outside else None)
+                group = groups[id(base), site, origin] = (ann, {})
+            group[1][key] = task
+        return {
+            f"catalog-pools-{i}": MaterializedLayer(mapping, annotations=ann or None)
+            for i, (ann, mapping) in enumerate(groups.values())
+        }
 
 
 def _inline_data(part: dict[Hashable, Any], requested: set[Hashable]) -> dict[Hashable, Any]:
@@ -305,8 +316,6 @@ def _inline_data(part: dict[Hashable, Any], requested: set[Hashable]) -> dict[Ha
     dependency and spread over the site's workers, as ``inline_array=True``
     would do.
     """
-    from dask._task_spec import DataNode
-
     data = {k: t for k, t in part.items() if isinstance(t, DataNode) and k not in requested}
     if not data:
         return part
@@ -323,26 +332,6 @@ def _inline_data(part: dict[Hashable, Any], requested: set[Hashable]) -> dict[Ha
             out[user] = out[user].substitute({key: node})
         del out[key]
     return out
-
-
-def _source_key(key: Hashable, task: Any) -> Hashable:
-    """The original key whose annotations a (possibly fused) task inherits."""
-    from dask._task_spec import Alias, _execute_subgraph
-
-    if getattr(task, "func", None) is _execute_subgraph:
-        return task.args[1]
-    if isinstance(task, Alias):
-        return task.target.key if hasattr(task.target, "key") else task.target
-    return key
-
-
-def _optimize_slices(dsk: dict[Hashable, Any]) -> dict[Hashable, Any]:
-    # dask.array's slice fusion (xarray issue 9926: without it a netCDF chunk is
-    # read whole before slicing). Private; tests/test_optimize.py pins it.
-    from dask.array import optimization
-
-    fn = getattr(optimization, "_optimize_slices", None)
-    return fn(dsk) if fn is not None else dsk
 
 
 def optimizers() -> dict[str, PoolOptimizer]:

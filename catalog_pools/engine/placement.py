@@ -7,13 +7,13 @@ graphs and reused by the optimizer (one graph) and the scheduler plugin
 
 from __future__ import annotations
 
-import logging
-from collections import defaultdict
-from collections.abc import Collection, Hashable, Mapping
-
-logger = logging.getLogger(__name__)
+from collections import Counter, defaultdict
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
+from graphlib import CycleError, TopologicalSorter
 
 Key = Hashable
+#: Estimated output bytes of a key, ``None`` if unknown.
+SizeOf = Callable[[Key], "float | None"]
 
 #: Marker for a task explicitly kept out of every site (``pool(None)``).
 UNPOOLED = None
@@ -25,24 +25,13 @@ def topological_order(dependencies: Mapping[Key, Collection[Key]]) -> list[Key]:
     Dependencies missing from the mapping (data already on the cluster) are
     ignored. Raises ``ValueError`` on a cycle.
     """
-    remaining = {k: sum(1 for d in deps if d in dependencies) for k, deps in dependencies.items()}
-    dependents: dict[Key, list[Key]] = defaultdict(list)
-    for k, deps in dependencies.items():
-        for d in deps:
-            if d in dependencies:
-                dependents[d].append(k)
-    ready = [k for k, n in remaining.items() if n == 0]
-    order: list[Key] = []
-    while ready:
-        k = ready.pop()
-        order.append(k)
-        for child in dependents.get(k, ()):
-            remaining[child] -= 1
-            if remaining[child] == 0:
-                ready.append(child)
-    if len(order) != len(dependencies):
-        raise ValueError("task graph has a cycle")
-    return order
+    sorter: TopologicalSorter[Key] = TopologicalSorter()
+    for key, deps in dependencies.items():
+        sorter.add(key, *(d for d in deps if d in dependencies))
+    try:
+        return list(sorter.static_order())
+    except CycleError as e:
+        raise ValueError("task graph has a cycle") from e
 
 
 def choose_site(weights: Mapping[str, float]) -> str:
@@ -54,11 +43,22 @@ def choose_site(weights: Mapping[str, float]) -> str:
     return min(weights.items(), key=lambda kv: (-kv[1], kv[0]))[0]
 
 
+def dependents_of(dependencies: Mapping[Key, Iterable[Key]]) -> dict[Key, list[Key]]:
+    """Key -> keys that depend on it (dependencies outside the graph included)."""
+    out: dict[Key, list[Key]] = defaultdict(list)
+    for key, deps in dependencies.items():
+        for dep in deps:
+            out[dep].append(key)
+    return out
+
+
 def assign_sites(
     dependencies: Mapping[Key, Collection[Key]],
     pins: Mapping[Key, str | None],
-    nbytes: Mapping[Key, float] | None = None,
+    nbytes: Mapping[Key, float] | SizeOf | None = None,
     *,
+    relays: Mapping[Key, Key] | None = None,
+    undecided: Collection[Key] = (),
     default_nbytes: float = 1.0,
 ) -> dict[Key, str]:
     """Give every task that should be pinned a single site.
@@ -72,7 +72,14 @@ def assign_sites(
         Sites fixed by the user: a site name, or ``None`` for tasks opted out
         with ``pool(None)``. These are never changed.
     nbytes
-        Estimated output size per key; keys without one weigh ``default_nbytes``.
+        Estimated output size per key (a mapping or a function); keys without
+        one weigh ``default_nbytes``.
+    relays
+        Relay key -> the key it copies. A relay is transparent when its
+        consumers weigh their inputs, and runs where its consumers run.
+    undecided
+        Keys whose site depends on data outside the graph: rule 3 leaves them
+        alone (the scheduler decides them, knowing where that data is).
 
     Returns
     -------
@@ -86,28 +93,97 @@ def assign_sites(
         3. an unpooled task used only by tasks of one site (a constant, a
            ``da.ones``) is created in that site instead of being shipped in.
     """
-    nbytes = nbytes or {}
+    size = _size_function(nbytes, default_nbytes)
+    relays = relays or {}
     order = topological_order(dependencies)
     sites: dict[Key, str] = {k: s for k, s in pins.items() if s is not UNPOOLED}
     for key in order:
-        if key in pins:
+        if key in pins or key in relays:
             continue
         weights: dict[str, float] = defaultdict(float)
         for dep in dependencies[key]:
-            site = sites.get(dep)
+            source = relays.get(dep, dep)
+            site = sites.get(source)
             if site is not None:
-                weights[site] += nbytes.get(dep, default_nbytes) or default_nbytes
+                weights[site] += size(source)
         if weights:
             sites[key] = choose_site(weights)
-
-    dependents: dict[Key, list[Key]] = defaultdict(list)
-    for key, deps in dependencies.items():
-        for dep in deps:
-            dependents[dep].append(key)
+    dependents = dependents_of(dependencies)
+    _place_relays(relays, pins, dependents, sites)
+    skip = set(undecided)
     for key in reversed(order):
-        if key in sites or key in pins or not dependents.get(key):
+        if key in sites or key in pins or key in skip or not dependents.get(key):
             continue
         users = {sites.get(child) for child in dependents[key]}
         if len(users) == 1 and None not in users:
             sites[key] = users.pop()  # type: ignore[assignment]
     return sites
+
+
+def _size_function(nbytes: Mapping[Key, float] | SizeOf | None, default: float) -> Callable[[Key], float]:
+    get = nbytes.get if isinstance(nbytes, Mapping) else nbytes
+    if get is None:
+        return lambda key: default
+    return lambda key: get(key) or default
+
+
+def _place_relays(
+    relays: Mapping[Key, Key],
+    pins: Mapping[Key, str | None],
+    dependents: Mapping[Key, list[Key]],
+    sites: dict[Key, str],
+) -> None:
+    """Put each relay in the site where most of its consumers run."""
+    for relay, source in relays.items():
+        if relay in pins:
+            continue
+        users = Counter(s for child in dependents.get(relay, ()) if (s := sites.get(child)) is not None)
+        if users:
+            sites[relay] = choose_site(users)
+        elif source in sites:
+            sites[relay] = sites[source]
+
+
+def undecided_keys(
+    dependencies: Mapping[Key, Collection[Key]], pins: Mapping[Key, str | None], order: Iterable[Key]
+) -> set[Key]:
+    """Unpinned keys that depend, directly or not, on keys outside the graph.
+
+    Their site depends on where that data is, which only the scheduler knows.
+    """
+    out: set[Key] = set()
+    for key in order:
+        if key not in pins and any(d in out or d not in dependencies for d in dependencies[key]):
+            out.add(key)
+    return out
+
+
+def plan_relays(
+    dependencies: Mapping[Key, Collection[Key]],
+    dependents: Mapping[Key, list[Key]],
+    sites: Mapping[Key, str],
+    undecided: Collection[Key],
+) -> list[tuple[Key, str | None, list[Key]]]:
+    """Where one copy of a key should cross to a site that uses it several times.
+
+    Returns ``(key, site, consumers)`` for each key whose consumers in one
+    other site are two or more: a relay in that site fetches the key once and
+    the consumers read the relay inside their site. ``site`` is ``None`` for
+    consumers whose site the scheduler decides (``undecided``), and keys
+    outside the graph (site unknown here) count as another site.
+    """
+    if not undecided and len(set(sites.values())) < 2:
+        return []
+    out: list[tuple[Key, str | None, list[Key]]] = []
+    for key, users in dependents.items():
+        if len(users) < 2:
+            continue
+        source = sites.get(key) if key in dependencies else None
+        groups: dict[str | None, list[Key]] = defaultdict(list)
+        for user in users:
+            if user in undecided:
+                groups[None].append(user)
+            elif (site := sites.get(user)) is not None and site != source:
+                groups[site].append(user)
+        out.extend((key, site, group) for site, group in groups.items() if len(group) > 1)
+    return out
