@@ -183,7 +183,7 @@ def optimize_pooled(
     plan = _Plan(convert_legacy_graph(ensure_dict(hlg)), info)
     plan.place(propagate)
     if propagate:
-        plan.add_relays()
+        plan.add_relays(set(keys))
     out, out_site = plan.fuse(kind, set(keys), guard)
     layers = plan.layers(out, out_site, wait)
     logger.debug(
@@ -203,15 +203,22 @@ class _Plan:
         self.graph = graph
         self.info = info
         self.pins: dict[Hashable, str | None] = {}
-        for key in graph:
+        self.dependencies: dict[Hashable, Any] = {}
+        for key, task in graph.items():
             pinned, site = info.pin(key)
             if pinned:
                 self.pins[key] = site
-        self.dependencies = {k: task.dependencies for k, task in graph.items()}
+            self.dependencies[key] = task.dependencies
+        self.dependents = dependents_of(self.dependencies)
         self.sites: dict[Hashable, str] = {}
         self.undecided: set[Hashable] = set()
         self.relays: set[Hashable] = set()
-        self.outside = any(d not in graph for deps in self.dependencies.values() for d in deps)
+        #: new key -> original key, for sources renamed so a relay can take their key
+        self.renamed: dict[Hashable, Hashable] = {}
+        self.outside = any(d not in graph for d in self.dependents)
+
+    def nbytes(self, key: Hashable) -> float | None:
+        return self.info.nbytes(self.renamed.get(key, key))
 
     def place(self, propagate: bool) -> None:
         """Give tasks their sites (user pins as they are; the rest by the rules)."""
@@ -221,26 +228,68 @@ class _Plan:
         if self.outside:
             order = topological_order(self.dependencies)
             self.undecided = undecided_keys(self.dependencies, self.pins, order)
-        self.sites = assign_sites(self.dependencies, self.pins, self.info.nbytes, undecided=self.undecided)
+        self.sites = assign_sites(
+            self.dependencies,
+            self.pins,
+            self.info.nbytes,
+            undecided=self.undecided,
+            dependents=self.dependents,
+        )
         for key in self.undecided:
             # provisional: the scheduler plugin decides, knowing where the data is
             self.sites.pop(key, None)
 
-    def add_relays(self) -> None:
-        """One crossing per key and destination site: consumers read an in-site copy."""
-        dependents = dependents_of(self.dependencies)
-        for key, site, consumers in plan_relays(self.dependencies, dependents, self.sites, self.undecided):
-            name = f"catalog-pools-relay-{tokenize(key, site, sorted(map(str, consumers)))}"
-            self.graph[name] = Task(name, relay, TaskRef(key))
-            self.dependencies[name] = {key}
-            self.relays.add(name)
-            if site is None:
-                self.undecided.add(name)
-            else:
-                self.sites[name] = site
-            for user in consumers:
-                self.graph[user] = self.graph[user].substitute({key: name})
+    def add_relays(self, requested: set[Hashable]) -> None:
+        """One crossing per key and destination site: consumers read an in-site copy.
+
+        The largest group of consumers keeps reading the key's name, now held
+        by its relay (the source task is renamed), so only the other
+        consumers are rewritten.
+        """
+        plan = plan_relays(self.dependencies, self.dependents, self.sites, self.undecided)
+        for key, groups in plan.items():
+            subs: dict[Hashable, Hashable] = {}
+            largest = max(groups, key=lambda site: len(groups[site]))
+            source: Hashable = key
+            if key in self.graph and key not in requested:
+                source = self._rename_source(key)
+                self._add_relay(key, source, largest)
+                taken = set(groups.pop(largest))
+                subs.update((u, source) for u in self.dependents[key] if u not in taken)
+            for site, consumers in groups.items():
+                name = f"catalog-pools-relay-{tokenize(key, site)}"
+                self._add_relay(name, source, site)
+                subs.update((u, name) for u in consumers)
+            for user, new in subs.items():
+                self.graph[user] = self.graph[user].substitute({key: new})
                 self.dependencies[user] = self.graph[user].dependencies
+        if plan:
+            self.dependents = dependents_of(self.dependencies)
+
+    def _rename_source(self, key: Hashable) -> Hashable:
+        source = (f"relayed-{key[0]}", *key[1:]) if isinstance(key, tuple) else f"relayed-{key}"
+        self.graph[source] = self.graph.pop(key).substitute({}, key=source)
+        self.dependencies[source] = self.dependencies.pop(key)
+        self.renamed[source] = key
+        if key in self.pins:
+            self.pins[source] = self.pins.pop(key)
+        if key in self.sites:
+            self.sites[source] = self.sites.pop(key)
+        if key in self.undecided:
+            self.undecided.discard(key)
+            self.undecided.add(source)
+        return source
+
+    def _add_relay(self, name: Hashable, source: Hashable, site: str | None) -> None:
+        self.graph[name] = Task(name, relay, TaskRef(source))
+        self.dependencies[name] = {source}
+        self.relays.add(name)
+        self.pins.pop(name, None)
+        if site is None:
+            self.undecided.add(name)
+            self.sites.pop(name, None)
+        else:
+            self.sites[name] = site
 
     def origin(self, key: Hashable) -> _Origin:
         if key in self.relays:
@@ -261,7 +310,7 @@ class _Plan:
         for key, task in self.graph.items():
             partitions[self.sites.get(key), self.origin(key)][key] = task
         where = {k: (self.sites.get(k), self.origin(k)) for k in self.graph} if fuse else {}
-        dependents = dependents_of(self.dependencies) if fuse else {}
+        dependents = self.dependents
         out: dict[Hashable, Any] = {}
         out_site: dict[Hashable, tuple[str | None, _Origin]] = {}
         for (site, origin), tasks in partitions.items():
@@ -294,11 +343,12 @@ class _Plan:
 
         groups: dict[tuple[int, str | None, _Origin], tuple[dict[str, Any], dict[Hashable, Any]]] = {}
         for key, task in out.items():
-            base = self.info.annotations(fused_output_key(key, task))
+            source = fused_output_key(key, task)
+            base = self.info.annotations(self.renamed.get(source, source))
             site, origin = out_site[key]
             group = groups.get((id(base), site, origin))
             if group is None:
-                ann = _final_annotations(base, site, origin, wait, self.info.nbytes if self.outside else None)
+                ann = _final_annotations(base, site, origin, wait, self.nbytes if self.outside else None)
                 group = groups[id(base), site, origin] = (ann, {})
             group[1][key] = task
         return {

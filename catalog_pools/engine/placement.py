@@ -59,6 +59,7 @@ def assign_sites(
     *,
     relays: Mapping[Key, Key] | None = None,
     undecided: Collection[Key] = (),
+    dependents: Mapping[Key, list[Key]] | None = None,
     default_nbytes: float = 1.0,
 ) -> dict[Key, str]:
     """Give every task that should be pinned a single site.
@@ -80,6 +81,8 @@ def assign_sites(
     undecided
         Keys whose site depends on data outside the graph: rule 3 leaves them
         alone (the scheduler decides them, knowing where that data is).
+    dependents
+        The inverse of ``dependencies`` (:func:`dependents_of`), if already known.
 
     Returns
     -------
@@ -95,10 +98,16 @@ def assign_sites(
     """
     size = _size_function(nbytes, default_nbytes)
     relays = relays or {}
-    order = topological_order(dependencies)
+    # Only keys the rules decide need an order; pinned keys are known already.
+    free = {
+        k: [d for d in deps if d in dependencies and d not in pins]
+        for k, deps in dependencies.items()
+        if k not in pins
+    }
+    order = topological_order(free)
     sites: dict[Key, str] = {k: s for k, s in pins.items() if s is not UNPOOLED}
     for key in order:
-        if key in pins or key in relays:
+        if key in relays:
             continue
         weights: dict[str, float] = defaultdict(float)
         for dep in dependencies[key]:
@@ -108,11 +117,12 @@ def assign_sites(
                 weights[site] += size(source)
         if weights:
             sites[key] = choose_site(weights)
-    dependents = dependents_of(dependencies)
+    if dependents is None:
+        dependents = dependents_of(dependencies)
     _place_relays(relays, pins, dependents, sites)
     skip = set(undecided)
     for key in reversed(order):
-        if key in sites or key in pins or key in skip or not dependents.get(key):
+        if key in sites or key in skip or not dependents.get(key):
             continue
         users = {sites.get(child) for child in dependents[key]}
         if len(users) == 1 and None not in users:
@@ -163,18 +173,18 @@ def plan_relays(
     dependents: Mapping[Key, list[Key]],
     sites: Mapping[Key, str],
     undecided: Collection[Key],
-) -> list[tuple[Key, str | None, list[Key]]]:
+) -> dict[Key, dict[str | None, list[Key]]]:
     """Where one copy of a key should cross to a site that uses it several times.
 
-    Returns ``(key, site, consumers)`` for each key whose consumers in one
+    Returns ``{key: {site: consumers}}`` for each key whose consumers in one
     other site are two or more: a relay in that site fetches the key once and
     the consumers read the relay inside their site. ``site`` is ``None`` for
     consumers whose site the scheduler decides (``undecided``), and keys
     outside the graph (site unknown here) count as another site.
     """
     if not undecided and len(set(sites.values())) < 2:
-        return []
-    out: list[tuple[Key, str | None, list[Key]]] = []
+        return {}
+    out: dict[Key, dict[str | None, list[Key]]] = {}
     for key, users in dependents.items():
         if len(users) < 2:
             continue
@@ -185,5 +195,7 @@ def plan_relays(
                 groups[None].append(user)
             elif (site := sites.get(user)) is not None and site != source:
                 groups[site].append(user)
-        out.extend((key, site, group) for site, group in groups.items() if len(group) > 1)
+        relayed = {site: group for site, group in groups.items() if len(group) > 1}
+        if relayed:
+            out[key] = relayed
     return out
