@@ -51,7 +51,7 @@ def guard_task(task: Any, site: str) -> Any:
     Other graph nodes (aliases, literal data) are returned unchanged: they
     read nothing.
     """
-    if not isinstance(task, Task):
+    if not isinstance(task, Task) or guarded_site(task) is not None:
         return task
     keys = tuple(sorted(task.dependencies, key=str))
     return Task(
@@ -62,3 +62,19 @@ def guard_task(task: Any, site: str) -> Any:
         *(TaskRef(k) for k in keys),
         _data_producer=task.data_producer,
     )
+
+
+def guarded_site(task: Any) -> str | None:
+    """The site a task was guarded for, if it is a guarded task.
+
+    A pinned graph optimized once and embedded in another collection's graph
+    (``dask.delayed(f)(array)``, ``array.to_delayed()``) keeps its guarded
+    tasks but loses its layer annotations; the guard still says the site.
+    Looks one level in, as dask wraps embedded tasks to rename their keys.
+    """
+    args = getattr(task, "args", ())
+    if getattr(task, "func", None) is run_in_site and args and isinstance(args[0], str):
+        return str(args[0])
+    if len(args) == 1 and getattr(args[0], "func", None) is run_in_site:
+        return guarded_site(args[0])
+    return None

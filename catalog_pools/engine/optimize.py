@@ -12,7 +12,7 @@ optimizer unchanged.
 from __future__ import annotations
 
 import logging
-import pydoc
+import pkgutil
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any, Literal
@@ -29,7 +29,7 @@ from .._compat.dask_internals import (
     fused_output_key,
     optimize_slices,
 )
-from .guard import guard_task
+from .guard import guard_task, guarded_site
 from .layers import LayerInfo, has_pools, spread_layer_pins
 from .placement import assign_sites, dependents_of, plan_relays, topological_order, undecided_keys
 from .sites import ANNOTATION, NBYTES, OPTED_OUT, ORIGIN, PROPAGATED, RELAY, WAIT, site_resources
@@ -37,7 +37,7 @@ from .sites import ANNOTATION, NBYTES, OPTED_OUT, ORIGIN, PROPAGATED, RELAY, WAI
 logger = logging.getLogger(__name__)
 
 Kind = Literal["array", "delayed"]
-_BASE = {"array": "dask.array.optimization.optimize", "delayed": "dask.delayed.optimize"}
+_BASE = {"array": "dask.array.optimization:optimize", "delayed": "dask.delayed:optimize"}
 
 #: ``active``: pools are in use in this process (see :func:`activate`).
 _state = {"active": False}
@@ -120,7 +120,7 @@ class PoolOptimizer:
 
     def __reduce__(self) -> tuple[Any, ...]:
         if not _state["active"]:
-            return (pydoc.locate, (_BASE[self.kind],))
+            return (pkgutil.resolve_name, (_BASE[self.kind],))
         return (PoolOptimizer, (self.kind, *self.settings()))
 
     def __repr__(self) -> str:
@@ -132,12 +132,20 @@ class PoolOptimizer:
     def __hash__(self) -> int:
         return hash(("PoolOptimizer", self.kind))
 
+    def _embeds_guarded(self, dsk: Any) -> bool:
+        """A delayed graph holding pinned tasks of an optimized collection (:func:`.guard.guarded_site`)."""
+        from dask.utils import ensure_dict
+
+        if self.kind != "delayed":
+            return False
+        return any(guarded_site(task) is not None for task in convert_legacy_graph(ensure_dict(dsk)).values())
+
     def __call__(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
         from dask.core import flatten
         from dask.highlevelgraph import HighLevelGraph
 
-        base = pydoc.locate(_BASE[self.kind])
-        if not isinstance(dsk, HighLevelGraph) or not has_pools(dsk):
+        base = pkgutil.resolve_name(_BASE[self.kind])
+        if not isinstance(dsk, HighLevelGraph) or not (has_pools(dsk) or self._embeds_guarded(dsk)):
             return base(dsk, keys, **kwargs)  # type: ignore[operator]
         return optimize_pooled(
             dsk, list(flatten(keys if isinstance(keys, list | set) else [keys])), self.kind, *self.settings()
@@ -208,6 +216,8 @@ class _Plan:
             pinned, site = info.pin(key)
             if pinned:
                 self.pins[key] = site
+            elif (guarded := guarded_site(task)) is not None:
+                self.pins[key] = guarded
             self.dependencies[key] = task.dependencies
         self.dependents = dependents_of(self.dependencies)
         self.sites: dict[Hashable, str] = {}

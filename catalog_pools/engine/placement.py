@@ -92,7 +92,9 @@ def assign_sites(
 
         1. a task whose pooled inputs all come from one site runs there;
         2. a task combining sites runs where most of its input bytes are
-           (:func:`choose_site`), so the smaller side crosses;
+           (:func:`choose_site`), so the smaller side crosses; an input used
+           by ``n`` tasks counts ``1/n`` of its bytes for each, as it crosses
+           once for all of them (see :func:`plan_relays`);
         3. an unpooled task used only by tasks of one site (a constant, a
            ``da.ones``) is created in that site instead of being shipped in.
     """
@@ -106,6 +108,8 @@ def assign_sites(
     }
     order = topological_order(free)
     sites: dict[Key, str] = {k: s for k, s in pins.items() if s is not UNPOOLED}
+    if dependents is None:
+        dependents = dependents_of(dependencies)
     for key in order:
         if key in relays:
             continue
@@ -114,11 +118,11 @@ def assign_sites(
             source = relays.get(dep, dep)
             site = sites.get(source)
             if site is not None:
-                weights[site] += size(source)
+                # An input used by n tasks crosses once for all of them (relays),
+                # so each task carries 1/n of its bytes.
+                weights[site] += size(source) / max(len(dependents.get(dep, ())), 1)
         if weights:
             sites[key] = choose_site(weights)
-    if dependents is None:
-        dependents = dependents_of(dependencies)
     _place_relays(relays, pins, dependents, sites)
     skip = set(undecided)
     for key in reversed(order):
