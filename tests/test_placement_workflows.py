@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import dask
 import dask.array as da
@@ -37,7 +37,7 @@ def arrays() -> tuple[xr.DataArray, xr.DataArray]:
     return a, c
 
 
-def cross_site(client: Client, compute) -> tuple[int, np.ndarray, dict]:
+def cross_site(client: Client, compute: Callable[[], object]) -> tuple[int, np.ndarray, dict]:
     with traffic(client, count_reads=False, settle=2.0) as t:
         values = compute()
     return t.cross_site_bytes, np.asarray(values), t.by_site_pair
@@ -47,10 +47,12 @@ def cross_site(client: Client, compute) -> tuple[int, np.ndarray, dict]:
 def wide_client(tmp_path_factory) -> Iterator[Client]:
     """Four workers at ecmwf (the consuming site), one at eumetsat."""
     directory = tmp_path_factory.mktemp("wide")
-    with LocalSitesCluster({"ecmwf": 4, "eumetsat": 1}, local_directory=directory) as cluster:
-        with Client(cluster) as client:
-            client.wait_for_workers(5, timeout=60)
-            yield client
+    with (
+        LocalSitesCluster({"ecmwf": 4, "eumetsat": 1}, local_directory=directory) as cluster,
+        Client(cluster) as client,
+    ):
+        client.wait_for_workers(5, timeout=60)
+        yield client
 
 
 def test_shared_input_crosses_once_per_site(client) -> None:
@@ -76,7 +78,7 @@ def test_persisted_input_keeps_its_site(client) -> None:
     ap = a.persist()
     wait(ap.data)
     # the mean's tasks depend on keys outside the graph: the scheduler plugin places them
-    crossed, values, pairs = cross_site(client, lambda: (ap.mean("time") - c).compute())
+    crossed, values, pairs = cross_site(client, (ap.mean("time") - c).compute)
     np.testing.assert_allclose(values, series().mean(axis=0) - field())
     assert crossed == FIELD, pairs  # the mean or c: one field, never the persisted series
 
