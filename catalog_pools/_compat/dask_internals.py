@@ -31,7 +31,17 @@ __all__ = [
     "fuse_linear_task_spec",
     "fused_output_key",
     "optimize_slices",
+    "task_like",
 ]
+
+
+def task_like(task: Any, key: Hashable, func: Any, *args: Any) -> Any:
+    """A new ``Task`` that is a data producer if ``task`` was one.
+
+    dask marks tasks that produce data (loads) for its scheduler's ordering;
+    the flag is only settable through the private ``_data_producer`` keyword.
+    """
+    return Task(key, func, *args, _data_producer=task.data_producer)
 
 
 def fused_output_key(key: Hashable, task: Any) -> Hashable:
@@ -42,9 +52,7 @@ def fused_output_key(key: Hashable, task: Any) -> Hashable:
     """
     if getattr(task, "func", None) is _execute_subgraph:
         return task.args[1]
-    if isinstance(task, Alias):
-        return task.target.key if hasattr(task.target, "key") else task.target
-    return key
+    return key  # a plain task, or the alias fusion leaves under the original key
 
 
 def optimize_slices(dsk: dict[Hashable, Any]) -> dict[Hashable, Any]:

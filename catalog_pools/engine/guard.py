@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._compat.dask_internals import Task, TaskRef
+from .._compat.dask_internals import Task, TaskRef, task_like
 from ..errors import ForeignSiteError
 from .sites import resource_name, sites_of_resources
 
@@ -54,14 +54,7 @@ def guard_task(task: Any, site: str) -> Any:
     if not isinstance(task, Task) or guarded_site(task) is not None:
         return task
     keys = tuple(sorted(task.dependencies, key=str))
-    return Task(
-        task.key,
-        run_in_site,
-        site,
-        _Sealed(task, keys),
-        *(TaskRef(k) for k in keys),
-        _data_producer=task.data_producer,
-    )
+    return task_like(task, task.key, run_in_site, site, _Sealed(task, keys), *(TaskRef(k) for k in keys))
 
 
 def guarded_site(task: Any) -> str | None:
