@@ -249,7 +249,7 @@ def optimizer_cost(n_tasks: int, repeats: int = 3) -> dict[str, float]:
 
     from catalog_pools.engine.optimize import optimize_pooled
 
-    k = max(n_tasks // 3, 4)
+    k = max(n_tasks // 5, 4)  # about five tasks per chunk before fusion
     with pool(A):
         a = da.random.default_rng(0).standard_normal((k, 10), chunks=(1, 10))
     with pool(C):

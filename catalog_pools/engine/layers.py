@@ -17,7 +17,7 @@ import numpy as np
 from dask.highlevelgraph import HighLevelGraph
 
 from .placement import topological_order
-from .sites import ANNOTATION, pin_of
+from .sites import ANNOTATION, NBYTES, ORIGIN, RELAY, WAIT, other_resources, pin_of
 
 Key = Hashable
 
@@ -40,6 +40,8 @@ class LayerInfo:
         self._annotations: dict[Hashable, dict[str, Any]] = {}
         self._chunks: dict[Hashable, tuple[Any, int]] = {}
         self._pins: dict[int, tuple[bool, str | None]] = {}
+        #: whether any layer has annotations other than a pin (priority, retries, ...)
+        self.extra = False
         self.add(layers)
 
     def add(self, layers: Mapping[str, Any]) -> None:
@@ -51,6 +53,8 @@ class LayerInfo:
                 self._chunks[name] = (chunks, np.dtype(dtype).itemsize)
             if not layer.annotations:
                 continue
+            if not self.extra:
+                self.extra = not _only_pins(layer.annotations)
             for key_owner in self._names(name, layer):
                 self._annotations[key_owner] = layer.annotations
 
@@ -99,6 +103,13 @@ class LayerInfo:
         except (IndexError, TypeError):
             return None
         return None if math.isnan(n) else float(n * itemsize)  # NaN: unknown chunk sizes
+
+
+def _only_pins(annotations: Mapping[str, Any]) -> bool:
+    if set(annotations) - {ANNOTATION, "resources", ORIGIN, RELAY, NBYTES, WAIT}:
+        return False
+    resources = annotations.get("resources") or {}
+    return not other_resources(resources) and not any(callable(v) for v in annotations.values())
 
 
 def has_pools(hlg: HighLevelGraph) -> bool:

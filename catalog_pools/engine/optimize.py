@@ -192,16 +192,15 @@ def optimize_pooled(
     plan.place(propagate)
     if propagate:
         plan.add_relays(set(keys))
-    out, out_site = plan.fuse(kind, set(keys), guard)
-    layers = plan.layers(out, out_site, wait)
-    logger.debug(
-        "pooled graph: %d tasks, %d pinned", len(out), sum(s[0] is not None for s in out_site.values())
-    )
+    layers = plan.layers(plan.fuse(kind, set(keys), guard), wait)
+    logger.debug("pooled graph: %d layers", len(layers))
     return HighLevelGraph(layers, {name: set() for name in layers})
 
 
 #: Where a task's site came from: the user (``None``), propagation, a relay.
 _Origin = str | None
+#: Tasks of one site and origin, after fusion.
+_Part = tuple[str | None, _Origin, dict[Hashable, Any]]
 
 
 class _Plan:
@@ -273,8 +272,17 @@ class _Plan:
             for user, new in subs.items():
                 self.graph[user] = self.graph[user].substitute({key: new})
                 self.dependencies[user] = self.graph[user].dependencies
-        if plan:
-            self.dependents = dependents_of(self.dependencies)
+            self._update_dependents(key, source, subs)
+
+    def _update_dependents(self, key: Hashable, source: Hashable, subs: Mapping[Hashable, Hashable]) -> None:
+        """Dependents of ``key``, its (renamed) source and its relays after rewiring."""
+        users: dict[Hashable, list[Hashable]] = defaultdict(list)
+        for user in self.dependents.pop(key, []):
+            users[subs.get(user, key)].append(user)
+        for relay_key, deps in ((r, self.dependencies[r]) for r in {*subs.values(), key} if r in self.relays):
+            if source in deps:
+                users[source].append(relay_key)
+        self.dependents.update(users)
 
     def _rename_source(self, key: Hashable) -> Hashable:
         source = (f"relayed-{key[0]}", *key[1:]) if isinstance(key, tuple) else f"relayed-{key}"
@@ -308,27 +316,26 @@ class _Plan:
             return None if self.pins[key] is not None else OPTED_OUT
         return PROPAGATED
 
-    def fuse(
-        self, kind: Kind, requested: set[Hashable], guard: bool
-    ) -> tuple[dict[Hashable, Any], dict[Hashable, tuple[str | None, _Origin]]]:
+    def fuse(self, kind: Kind, requested: set[Hashable], guard: bool) -> list[_Part]:
         """dask's linear fusion (and slice fusion) within each site, never across."""
         if kind == "array":
             fuse = dask.config.get("optimization.fuse.active") is not False
         else:
             fuse = bool(dask.config.get("optimization.fuse.delayed"))
+        where: dict[Hashable, tuple[str | None, _Origin]] = {}
         partitions: dict[tuple[str | None, _Origin], dict[Hashable, Any]] = defaultdict(dict)
         for key, task in self.graph.items():
-            partitions[self.sites.get(key), self.origin(key)][key] = task
-        where = {k: (self.sites.get(k), self.origin(k)) for k in self.graph} if fuse else {}
-        dependents = self.dependents
-        out: dict[Hashable, Any] = {}
-        out_site: dict[Hashable, tuple[str | None, _Origin]] = {}
+            here = where[key] = (self.sites.get(key), self.origin(key))
+            partitions[here][key] = task
+        out: list[_Part] = []
         for (site, origin), tasks in partitions.items():
             part = tasks
             if fuse:
                 here = (site, origin)
                 boundary = {
-                    k for k in part if k in requested or any(where[c] != here for c in dependents.get(k, ()))
+                    k
+                    for k in part
+                    if k in requested or any(where[c] != here for c in self.dependents.get(k, ()))
                 }
                 part = fuse_linear_task_spec(part, keys=boundary)
                 if kind == "array":
@@ -336,31 +343,29 @@ class _Plan:
             if site is not None:
                 part = _inline_data(part, requested)
             # Only the user's own pins read site data; propagated tasks may move.
-            wrap = guard and site is not None and origin is None
-            for key, task in part.items():
-                out[key] = guard_task(task, site) if wrap else task  # type: ignore[arg-type]
-                out_site[key] = (site, origin)
-        return out, out_site
+            if guard and site is not None and origin is None:
+                part = {key: guard_task(task, site) for key, task in part.items()}
+            out.append((site, origin, part))
+        return out
 
-    def layers(
-        self,
-        out: dict[Hashable, Any],
-        out_site: dict[Hashable, tuple[str | None, _Origin]],
-        wait: float | None,
-    ) -> dict[str, Any]:
+    def layers(self, parts: list[_Part], wait: float | None) -> dict[str, Any]:
         """One layer per distinct annotation set (per-layer constants, not per-key dicts)."""
         from dask.highlevelgraph import MaterializedLayer
 
+        nbytes = self.nbytes if self.outside else None
         groups: dict[tuple[int, str | None, _Origin], tuple[dict[str, Any], dict[Hashable, Any]]] = {}
-        for key, task in out.items():
-            source = fused_output_key(key, task)
-            base = self.info.annotations(self.renamed.get(source, source))
-            site, origin = out_site[key]
-            group = groups.get((id(base), site, origin))
-            if group is None:
-                ann = _final_annotations(base, site, origin, wait, self.nbytes if self.outside else None)
-                group = groups[id(base), site, origin] = (ann, {})
-            group[1][key] = task
+        for site, origin, part in parts:
+            if not self.info.extra:  # only pins: one layer per site and origin
+                groups[0, site, origin] = (_final_annotations({}, site, origin, wait, nbytes), part)
+                continue
+            for key, task in part.items():
+                source = fused_output_key(key, task)
+                base = self.info.annotations(self.renamed.get(source, source))
+                group = groups.get((id(base), site, origin))
+                if group is None:
+                    ann = _final_annotations(base, site, origin, wait, nbytes)
+                    group = groups[id(base), site, origin] = (ann, {})
+                group[1][key] = task
         return {
             f"catalog-pools-{i}": MaterializedLayer(mapping, annotations=ann or None)
             for i, (ann, mapping) in enumerate(groups.values())

@@ -113,15 +113,20 @@ def assign_sites(
     for key in order:
         if key in relays:
             continue
-        weights: dict[str, float] = defaultdict(float)
+        inputs: dict[str, list[Key]] = defaultdict(list)
         for dep in dependencies[key]:
-            source = relays.get(dep, dep)
-            site = sites.get(source)
+            site = sites.get(relays.get(dep, dep))
             if site is not None:
-                # An input used by n tasks crosses once for all of them (relays),
-                # so each task carries 1/n of its bytes.
-                weights[site] += size(source) / max(len(dependents.get(dep, ())), 1)
-        if weights:
+                inputs[site].append(dep)
+        if len(inputs) == 1:
+            sites[key] = next(iter(inputs))
+        elif inputs:
+            # An input used by n tasks crosses once for all of them (relays),
+            # so each task carries 1/n of its bytes.
+            weights = {
+                site: sum(size(relays.get(d, d)) / max(len(dependents.get(d, ())), 1) for d in deps)
+                for site, deps in inputs.items()
+            }
             sites[key] = choose_site(weights)
     _place_relays(relays, pins, dependents, sites)
     skip = set(undecided)
