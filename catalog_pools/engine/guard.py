@@ -65,7 +65,7 @@ def guarded_site(task: Any) -> str | None:
     tasks but loses its layer annotations; the guard still says the site.
     Looks one level in, as dask wraps embedded tasks to rename their keys.
     """
-    args = getattr(task, "args", ())
+    args: tuple[Any, ...] = getattr(task, "args", ())
     if getattr(task, "func", None) is run_in_site and args and isinstance(args[0], str):
         return str(args[0])
     if len(args) == 1 and getattr(args[0], "func", None) is run_in_site:

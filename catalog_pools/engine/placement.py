@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
 from graphlib import CycleError, TopologicalSorter
+from typing import TypeVar
 
 Key = Hashable
+K = TypeVar("K", bound=Hashable)
 #: Estimated output bytes of a key, ``None`` if unknown.
 SizeOf = Callable[[Key], "float | None"]
 
@@ -19,13 +21,13 @@ SizeOf = Callable[[Key], "float | None"]
 UNPOOLED = None
 
 
-def topological_order(dependencies: Mapping[Key, Collection[Key]]) -> list[Key]:
+def topological_order(dependencies: Mapping[K, Collection[K]]) -> list[K]:
     """Keys of ``dependencies`` ordered so each comes after its dependencies.
 
     Dependencies missing from the mapping (data already on the cluster) are
     ignored. Raises ``ValueError`` on a cycle.
     """
-    sorter: TopologicalSorter[Key] = TopologicalSorter()
+    sorter: TopologicalSorter[K] = TopologicalSorter()
     for key, deps in dependencies.items():
         sorter.add(key, *(d for d in deps if d in dependencies))
     try:
@@ -98,7 +100,6 @@ def assign_sites(
         3. an unpooled task used only by tasks of one site (a constant, a
            ``da.ones``) is created in that site instead of being shipped in.
     """
-    size = _size_function(nbytes, default_nbytes)
     relays = relays or {}
     # Only keys the rules decide need an order; pinned keys are known already.
     free = {
@@ -110,33 +111,51 @@ def assign_sites(
     sites: dict[Key, str] = {k: s for k, s in pins.items() if s is not UNPOOLED}
     if dependents is None:
         dependents = dependents_of(dependencies)
+    size = _size_function(nbytes, default_nbytes)
     for key in order:
-        if key in relays:
-            continue
-        inputs: dict[str, list[Key]] = defaultdict(list)
-        for dep in dependencies[key]:
-            site = sites.get(relays.get(dep, dep))
-            if site is not None:
-                inputs[site].append(dep)
-        if len(inputs) == 1:
-            sites[key] = next(iter(inputs))
-        elif inputs:
-            # An input used by n tasks crosses once for all of them (relays),
-            # so each task carries 1/n of its bytes.
-            weights = {
-                site: sum(size(relays.get(d, d)) / max(len(dependents.get(d, ())), 1) for d in deps)
-                for site, deps in inputs.items()
-            }
-            sites[key] = choose_site(weights)
+        if key not in relays and (
+            site := _site_from_inputs(dependencies[key], sites, relays, dependents, size)
+        ):
+            sites[key] = site
     _place_relays(relays, pins, dependents, sites)
-    skip = set(undecided)
-    for key in reversed(order):
+    _create_where_used(reversed(order), set(undecided), dependents, sites)
+    return sites
+
+
+def _site_from_inputs(
+    deps: Iterable[Key],
+    sites: Mapping[Key, str],
+    relays: Mapping[Key, Key],
+    dependents: Mapping[Key, list[Key]],
+    size: Callable[[Key], float],
+) -> str | None:
+    """Rules 1 and 2: the one site of a task's inputs, or the one holding most of their bytes."""
+    inputs: dict[str, list[Key]] = defaultdict(list)
+    for dep in deps:
+        site = sites.get(relays.get(dep, dep))
+        if site is not None:
+            inputs[site].append(dep)
+    if len(inputs) < 2:
+        return next(iter(inputs), None)
+    # An input used by n tasks crosses once for all of them (relays), so each
+    # task carries 1/n of its bytes.
+    weights = {
+        site: sum(size(relays.get(d, d)) / max(len(dependents.get(d, ())), 1) for d in group)
+        for site, group in inputs.items()
+    }
+    return choose_site(weights)
+
+
+def _create_where_used(
+    reverse_order: Iterable[Key], skip: set[Key], dependents: Mapping[Key, list[Key]], sites: dict[Key, str]
+) -> None:
+    """Rule 3: an unpooled task used only by one site's tasks is created in that site."""
+    for key in reverse_order:
         if key in sites or key in skip or not dependents.get(key):
             continue
         users = {sites.get(child) for child in dependents[key]}
         if len(users) == 1 and None not in users:
             sites[key] = users.pop()  # type: ignore[assignment]
-    return sites
 
 
 def _size_function(nbytes: Mapping[Key, float] | SizeOf | None, default: float) -> Callable[[Key], float]:
