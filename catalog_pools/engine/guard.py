@@ -53,7 +53,7 @@ def guard_task(task: Any, site: str) -> Any:
     """
     if not isinstance(task, Task) or guarded_site(task) is not None:
         return task
-    keys = tuple(sorted(task.dependencies, key=str))
+    keys = tuple(task.dependencies)
     return task_like(task, task.key, run_in_site, site, _Sealed(task, keys), *(TaskRef(k) for k in keys))
 
 

@@ -102,12 +102,11 @@ def assign_sites(
     """
     relays = relays or {}
     # Only keys the rules decide need an order; pinned keys are known already.
-    free = {
-        k: [d for d in deps if d in dependencies and d not in pins]
-        for k, deps in dependencies.items()
-        if k not in pins
-    }
-    order = topological_order(free)
+    sorter: TopologicalSorter[Key] = TopologicalSorter()
+    for key, deps in dependencies.items():
+        if key not in pins:
+            sorter.add(key, *(d for d in deps if d not in pins and d in dependencies))
+    order = list(sorter.static_order())
     sites: dict[Key, str] = {k: s for k, s in pins.items() if s is not UNPOOLED}
     if dependents is None:
         dependents = dependents_of(dependencies)
