@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any, Literal
@@ -57,6 +58,10 @@ def _final_annotations(
     return out
 
 
+def _nbytes(info: LayerInfo, renamed: Mapping[Hashable, Hashable], key: Hashable) -> float | None:
+    return info.nbytes(renamed.get(key, key))
+
+
 #: Where a task's site came from: the user (``None``), propagation, a relay.
 _Origin = str | None
 #: Tasks of one site and origin, after fusion.
@@ -87,7 +92,7 @@ class Plan:
         self.outside = any(d not in graph for d in self.dependents)
 
     def nbytes(self, key: Hashable) -> float | None:
-        return self.info.nbytes(self.renamed.get(key, key))
+        return _nbytes(self.info, self.renamed, key)
 
     def place(self, propagate: bool) -> None:
         """Give tasks their sites (user pins as they are; the rest by the rules)."""
@@ -212,7 +217,8 @@ class Plan:
         """One layer per distinct annotation set (per-layer constants, not per-key dicts)."""
         from dask.highlevelgraph import MaterializedLayer
 
-        nbytes = self.nbytes if self.outside else None
+        # A small callable (not the plan and its graph), should the graph be pickled.
+        nbytes = functools.partial(_nbytes, self.info, self.renamed) if self.outside else None
         groups: dict[tuple[int, str | None, _Origin], tuple[dict[str, Any], dict[Hashable, Any]]] = {}
         for site, origin, part in parts:
             if not self.info.extra:  # only pins: one layer per site and origin
