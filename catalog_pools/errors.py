@@ -7,6 +7,7 @@ the fix.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from .engine.sites import resource_name, worker_command
@@ -62,19 +63,41 @@ class UnknownPathError(CatalogError):
 
 
 class SiteUnavailableError(RuntimeError):
-    """No connected worker belongs to the site a task is pinned to."""
+    """No connected worker belongs to the site a task is pinned to.
 
-    def __init__(self, site: str, key: str, waited: float, address: str = "SCHEDULER_ADDRESS") -> None:
+    ``failed_at`` (a Unix time) is set when the error is reported again to a
+    later computation that needs a key which failed earlier.
+    """
+
+    def __init__(
+        self,
+        site: str,
+        key: str,
+        waited: float,
+        address: str = "SCHEDULER_ADDRESS",
+        failed_at: float | None = None,
+    ) -> None:
         self.site, self.key, self.waited, self.address = site, key, waited, address
-        super().__init__(
-            f"no worker of site {site!r} is connected, so task {key} (pinned to "
-            f"{site!r}) cannot run; waited {waited:g} s "
-            "(dask config 'catalog_pools.no-worker-timeout'). Add a worker to the "
-            f"site with: {worker_command(site, address)}"
-        )
+        self.failed_at = failed_at
+        fix = f"Add a worker to the site with: {worker_command(site, address)}"
+        if failed_at is None:
+            message = (
+                f"no worker of site {site!r} is connected, so task {key} (pinned to "
+                f"{site!r}) cannot run; waited {waited:g} s "
+                f"(dask config 'catalog_pools.no-worker-timeout'). {fix}"
+            )
+        else:
+            when = time.strftime("%H:%M:%S UTC", time.gmtime(failed_at))
+            message = (
+                f"task {key} (pinned to site {site!r}) failed earlier, at {when}, after waiting "
+                f"{waited:g} s for a worker of site {site!r}; futures still hold that failure, so "
+                "this computation got it back at once, without waiting. Release those futures "
+                f"(or call client.retry(futures)) once the site has a worker. {fix}"
+            )
+        super().__init__(message)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.site, self.key, self.waited, self.address))
+        return (type(self), (self.site, self.key, self.waited, self.address, self.failed_at))
 
 
 class SiteClusterUnavailableError(SiteUnavailableError):
@@ -94,7 +117,7 @@ class SiteClusterUnavailableError(SiteUnavailableError):
 
     def __init__(self, site: str, problem: str, address: str | None = None, waited: float = 0.0) -> None:
         self.site, self.problem, self.address, self.waited = site, problem, address or "", waited
-        self.key = ""
+        self.key, self.failed_at = "", None
         at = f" at {address}" if address else ""
         message = f"federated site {site!r}{at} {problem}"
         if waited:

@@ -137,9 +137,11 @@ def test_missing_site_fails_within_the_timeout(client) -> None:
     with pool("nowhere"):
         x = da.ones(10, chunks=5) + 1
     start = time.monotonic()
-    with dask.config.set({"catalog_pools.no-worker-timeout": "1s"}):
-        with pytest.raises(SiteUnavailableError) as info:
-            x.compute()
+    with (
+        dask.config.set({"catalog_pools.no-worker-timeout": "1s"}),
+        pytest.raises(SiteUnavailableError) as info,
+    ):
+        x.compute()
     assert time.monotonic() - start < 15  # fails, rather than hanging
     message = str(info.value)
     assert "'nowhere'" in message and "dask worker" in message and '"pool-nowhere=1"' in message
@@ -226,20 +228,22 @@ def test_killed_worker_mid_compute_stays_in_site(tmp_path) -> None:
         time.sleep(0.15)
         return block * 2
 
-    with LocalSitesCluster({"ecmwf": 2, "eumetsat": 1}, local_directory=tmp_path) as cluster:
-        with Client(cluster) as client:
-            with pool("ecmwf"):
-                x = da.arange(4000, chunks=100).map_blocks(slow, dtype="i8")
-            sites = worker_sites(client)  # before the kill, so the victim is mapped
-            with get_task_stream(client) as stream:
-                future = client.compute(x.sum())
-                time.sleep(1.0)
-                victim = sorted(n for n in cluster.worker_pids if n.startswith("ecmwf"))[0]
-                cluster.kill_worker(victim)
-                result = future.result(timeout=120)
-            assert result == 2 * np.arange(4000).sum()
-            sites.update(worker_sites(client))
-            assert {sites[r["worker"]] for r in stream.data} == {"ecmwf"}
+    with (
+        LocalSitesCluster({"ecmwf": 2, "eumetsat": 1}, local_directory=tmp_path) as cluster,
+        Client(cluster) as client,
+    ):
+        with pool("ecmwf"):
+            x = da.arange(4000, chunks=100).map_blocks(slow, dtype="i8")
+        sites = worker_sites(client)  # before the kill, so the victim is mapped
+        with get_task_stream(client) as stream:
+            future = client.compute(x.sum())
+            time.sleep(1.0)
+            victim = sorted(n for n in cluster.worker_pids if n.startswith("ecmwf"))[0]
+            cluster.kill_worker(victim)
+            result = future.result(timeout=120)
+        assert result == 2 * np.arange(4000).sum()
+        sites.update(worker_sites(client))
+        assert {sites[r["worker"]] for r in stream.data} == {"ecmwf"}
 
 
 def test_site_loads_are_co_assigned_in_blocks(client) -> None:

@@ -67,10 +67,14 @@ def test_pins_survive_fusion_and_every_task_has_one_site() -> None:
     by_name = {}
     for key, site in pools.items():
         by_name.setdefault(dask.utils.key_split(key), set()).add(site)
-    assert by_name["ones_like"] == {"eumetsat"}
-    # the join (fused into the sum tasks) runs on the big side; only the
-    # small operand is computed on eumetsat
-    assert {s for n, sites in by_name.items() if n != "ones_like" for s in sites} == {"ecmwf"}
+    # the small operand is computed on eumetsat; its key is taken over by a
+    # relay at ecmwf that fetches it once for all the ecmwf tasks using it
+    assert by_name["relayed"] == {"eumetsat"}
+    relays = {k for k, flag in annotations["pool_relay"].items() if flag}
+    assert {dask.utils.key_split(k) for k in relays} == {"ones_like"}
+    assert {pools[k] for k in relays} == {"ecmwf"}
+    # the join (fused into the sum tasks) runs on the big side
+    assert {s for n, sites in by_name.items() if n != "relayed" for s in sites} == {"ecmwf"}
 
 
 def test_pooled_values_equal_numpy_without_a_cluster() -> None:

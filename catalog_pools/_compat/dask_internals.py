@@ -1,2 +1,68 @@
-"""Private dask names used by catalog_pools; see :mod:`catalog_pools._compat`."""
+"""Private dask names used by catalog_pools; see :mod:`catalog_pools._compat`.
+
+Pinned by ``tests/test_compat_dask.py``.
+"""
+
 from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any
+
+# The task-spec classes are how dask 2026 represents a materialized graph; the
+# optimizer must build and inspect tasks (wrap a task in the site guard, add a
+# relay, inline the array a load reads from), and dask exports no public
+# equivalent of these constructors.
+from dask._task_spec import (  # noqa: TID251 - this module is the sanctioned home
+    Alias,
+    DataNode,
+    Task,
+    TaskRef,
+    _execute_subgraph,
+    convert_legacy_graph,
+    fuse_linear_task_spec,
+)
+
+__all__ = [
+    "Alias",
+    "DataNode",
+    "Task",
+    "TaskRef",
+    "convert_legacy_graph",
+    "fuse_linear_task_spec",
+    "fused_output_key",
+    "optimize_slices",
+    "task_like",
+]
+
+
+def task_like(task: Any, key: Hashable, func: Any, *args: Any) -> Any:
+    """A new ``Task`` that is a data producer if ``task`` was one.
+
+    dask marks tasks that produce data (loads) for its scheduler's ordering;
+    the flag is only settable through the private ``_data_producer`` keyword.
+    """
+    return Task(key, func, *args, _data_producer=task.data_producer)
+
+
+def fused_output_key(key: Hashable, task: Any) -> Hashable:
+    """The original key whose annotations a (possibly fused) task inherits.
+
+    ``fuse_linear_task_spec`` wraps a chain in ``_execute_subgraph(graph,
+    outkey, ...)``; no public accessor says which inner key is the output.
+    """
+    if getattr(task, "func", None) is _execute_subgraph:
+        return task.args[1]
+    return key  # a plain task, or the alias fusion leaves under the original key
+
+
+def optimize_slices(dsk: dict[Hashable, Any]) -> dict[Hashable, Any]:
+    """dask.array's slice fusion, run by its own optimizer after linear fusion.
+
+    Private in dask (``_optimize_slices``); the pooled optimizer runs dask's
+    passes one site at a time, so it must call it itself. Without it a netCDF
+    chunk is read whole before slicing (xarray issue 9926).
+    """
+    from dask.array import optimization
+
+    fn = getattr(optimization, "_optimize_slices", None)
+    return fn(dsk) if fn is not None else dsk

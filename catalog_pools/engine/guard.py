@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
+from .._compat.dask_internals import Task, TaskRef, task_like
 from ..errors import ForeignSiteError
 from .identity import worker_certified_sites
 from .sites import resource_name, sites_of_resources
-
-logger = logging.getLogger(__name__)
 
 
 def check_site(site: str) -> None:
@@ -59,16 +57,23 @@ def guard_task(task: Any, site: str) -> Any:
     Other graph nodes (aliases, literal data) are returned unchanged: they
     read nothing.
     """
-    from dask._task_spec import Task, TaskRef
-
-    if not isinstance(task, Task):
+    if not isinstance(task, Task) or guarded_site(task) is not None:
         return task
-    keys = tuple(sorted(task.dependencies, key=str))
-    return Task(
-        task.key,
-        run_in_site,
-        site,
-        _Sealed(task, keys),
-        *(TaskRef(k) for k in keys),
-        _data_producer=task.data_producer,
-    )
+    keys = tuple(task.dependencies)
+    return task_like(task, task.key, run_in_site, site, _Sealed(task, keys), *(TaskRef(k) for k in keys))
+
+
+def guarded_site(task: Any) -> str | None:
+    """The site a task was guarded for, if it is a guarded task.
+
+    A pinned graph optimized once and embedded in another collection's graph
+    (``dask.delayed(f)(array)``, ``array.to_delayed()``) keeps its guarded
+    tasks but loses its layer annotations; the guard still says the site.
+    Looks one level in, as dask wraps embedded tasks to rename their keys.
+    """
+    args: tuple[Any, ...] = getattr(task, "args", ())
+    if getattr(task, "func", None) is run_in_site and args and isinstance(args[0], str):
+        return str(args[0])
+    if len(args) == 1 and getattr(args[0], "func", None) is run_in_site:
+        return guarded_site(args[0])
+    return None

@@ -7,42 +7,33 @@ graphs and reused by the optimizer (one graph) and the scheduler plugin
 
 from __future__ import annotations
 
-import logging
-from collections import defaultdict
-from collections.abc import Collection, Hashable, Mapping
-
-logger = logging.getLogger(__name__)
+from collections import Counter, defaultdict
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
+from graphlib import CycleError, TopologicalSorter
+from typing import TypeVar
 
 Key = Hashable
+K = TypeVar("K", bound=Hashable)
+#: Estimated output bytes of a key, ``None`` if unknown.
+SizeOf = Callable[[Key], "float | None"]
 
 #: Marker for a task explicitly kept out of every site (``pool(None)``).
 UNPOOLED = None
 
 
-def topological_order(dependencies: Mapping[Key, Collection[Key]]) -> list[Key]:
+def topological_order(dependencies: Mapping[K, Collection[K]]) -> list[K]:
     """Keys of ``dependencies`` ordered so each comes after its dependencies.
 
     Dependencies missing from the mapping (data already on the cluster) are
     ignored. Raises ``ValueError`` on a cycle.
     """
-    remaining = {k: sum(1 for d in deps if d in dependencies) for k, deps in dependencies.items()}
-    dependents: dict[Key, list[Key]] = defaultdict(list)
-    for k, deps in dependencies.items():
-        for d in deps:
-            if d in dependencies:
-                dependents[d].append(k)
-    ready = [k for k, n in remaining.items() if n == 0]
-    order: list[Key] = []
-    while ready:
-        k = ready.pop()
-        order.append(k)
-        for child in dependents.get(k, ()):
-            remaining[child] -= 1
-            if remaining[child] == 0:
-                ready.append(child)
-    if len(order) != len(dependencies):
-        raise ValueError("task graph has a cycle")
-    return order
+    sorter: TopologicalSorter[K] = TopologicalSorter()
+    for key, deps in dependencies.items():
+        sorter.add(key, *(d for d in deps if d in dependencies))
+    try:
+        return list(sorter.static_order())
+    except CycleError as e:
+        raise ValueError("task graph has a cycle") from e
 
 
 def choose_site(weights: Mapping[str, float]) -> str:
@@ -54,11 +45,23 @@ def choose_site(weights: Mapping[str, float]) -> str:
     return min(weights.items(), key=lambda kv: (-kv[1], kv[0]))[0]
 
 
+def dependents_of(dependencies: Mapping[Key, Iterable[Key]]) -> dict[Key, list[Key]]:
+    """Key -> keys that depend on it (dependencies outside the graph included)."""
+    out: dict[Key, list[Key]] = defaultdict(list)
+    for key, deps in dependencies.items():
+        for dep in deps:
+            out[dep].append(key)
+    return out
+
+
 def assign_sites(
     dependencies: Mapping[Key, Collection[Key]],
     pins: Mapping[Key, str | None],
-    nbytes: Mapping[Key, float] | None = None,
+    nbytes: Mapping[Key, float] | SizeOf | None = None,
     *,
+    relays: Mapping[Key, Key] | None = None,
+    undecided: Collection[Key] = (),
+    dependents: Mapping[Key, list[Key]] | None = None,
     default_nbytes: float = 1.0,
 ) -> dict[Key, str]:
     """Give every task that should be pinned a single site.
@@ -72,7 +75,16 @@ def assign_sites(
         Sites fixed by the user: a site name, or ``None`` for tasks opted out
         with ``pool(None)``. These are never changed.
     nbytes
-        Estimated output size per key; keys without one weigh ``default_nbytes``.
+        Estimated output size per key (a mapping or a function); keys without
+        one weigh ``default_nbytes``.
+    relays
+        Relay key -> the key it copies. A relay is transparent when its
+        consumers weigh their inputs, and runs where its consumers run.
+    undecided
+        Keys whose site depends on data outside the graph: rule 3 leaves them
+        alone (the scheduler decides them, knowing where that data is).
+    dependents
+        The inverse of ``dependencies`` (:func:`dependents_of`), if already known.
 
     Returns
     -------
@@ -82,32 +94,135 @@ def assign_sites(
 
         1. a task whose pooled inputs all come from one site runs there;
         2. a task combining sites runs where most of its input bytes are
-           (:func:`choose_site`), so the smaller side crosses;
+           (:func:`choose_site`), so the smaller side crosses; an input used
+           by ``n`` tasks counts ``1/n`` of its bytes for each, as it crosses
+           once for all of them (see :func:`plan_relays`);
         3. an unpooled task used only by tasks of one site (a constant, a
            ``da.ones``) is created in that site instead of being shipped in.
     """
-    nbytes = nbytes or {}
-    order = topological_order(dependencies)
-    sites: dict[Key, str] = {k: s for k, s in pins.items() if s is not UNPOOLED}
-    for key in order:
-        if key in pins:
-            continue
-        weights: dict[str, float] = defaultdict(float)
-        for dep in dependencies[key]:
-            site = sites.get(dep)
-            if site is not None:
-                weights[site] += nbytes.get(dep, default_nbytes) or default_nbytes
-        if weights:
-            sites[key] = choose_site(weights)
-
-    dependents: dict[Key, list[Key]] = defaultdict(list)
+    relays = relays or {}
+    # Only keys the rules decide need an order; pinned keys are known already.
+    sorter: TopologicalSorter[Key] = TopologicalSorter()
     for key, deps in dependencies.items():
-        for dep in deps:
-            dependents[dep].append(key)
-    for key in reversed(order):
-        if key in sites or key in pins or not dependents.get(key):
+        if key not in pins:
+            sorter.add(key, *(d for d in deps if d not in pins and d in dependencies))
+    order = list(sorter.static_order())
+    sites: dict[Key, str] = {k: s for k, s in pins.items() if s is not UNPOOLED}
+    if dependents is None:
+        dependents = dependents_of(dependencies)
+    size = _size_function(nbytes, default_nbytes)
+    for key in order:
+        if key not in relays and (
+            site := _site_from_inputs(dependencies[key], sites, relays, dependents, size)
+        ):
+            sites[key] = site
+    _place_relays(relays, pins, dependents, sites)
+    _create_where_used(reversed(order), set(undecided), dependents, sites)
+    return sites
+
+
+def _site_from_inputs(
+    deps: Iterable[Key],
+    sites: Mapping[Key, str],
+    relays: Mapping[Key, Key],
+    dependents: Mapping[Key, list[Key]],
+    size: Callable[[Key], float],
+) -> str | None:
+    """Rules 1 and 2: the one site of a task's inputs, or the one holding most of their bytes."""
+    inputs: dict[str, list[Key]] = defaultdict(list)
+    for dep in deps:
+        site = sites.get(relays.get(dep, dep))
+        if site is not None:
+            inputs[site].append(dep)
+    if len(inputs) < 2:
+        return next(iter(inputs), None)
+    # An input used by n tasks crosses once for all of them (relays), so each
+    # task carries 1/n of its bytes.
+    weights = {
+        site: sum(size(relays.get(d, d)) / max(len(dependents.get(d, ())), 1) for d in group)
+        for site, group in inputs.items()
+    }
+    return choose_site(weights)
+
+
+def _create_where_used(
+    reverse_order: Iterable[Key], skip: set[Key], dependents: Mapping[Key, list[Key]], sites: dict[Key, str]
+) -> None:
+    """Rule 3: an unpooled task used only by one site's tasks is created in that site."""
+    for key in reverse_order:
+        if key in sites or key in skip or not dependents.get(key):
             continue
         users = {sites.get(child) for child in dependents[key]}
         if len(users) == 1 and None not in users:
             sites[key] = users.pop()  # type: ignore[assignment]
-    return sites
+
+
+def _size_function(nbytes: Mapping[Key, float] | SizeOf | None, default: float) -> Callable[[Key], float]:
+    get = nbytes.get if isinstance(nbytes, Mapping) else nbytes
+    if get is None:
+        return lambda key: default
+    return lambda key: get(key) or default
+
+
+def _place_relays(
+    relays: Mapping[Key, Key],
+    pins: Mapping[Key, str | None],
+    dependents: Mapping[Key, list[Key]],
+    sites: dict[Key, str],
+) -> None:
+    """Put each relay in the site where most of its consumers run."""
+    for relay, source in relays.items():
+        if relay in pins:
+            continue
+        users = Counter(s for child in dependents.get(relay, ()) if (s := sites.get(child)) is not None)
+        if users:
+            sites[relay] = choose_site(users)
+        elif source in sites:
+            sites[relay] = sites[source]
+
+
+def undecided_keys(
+    dependencies: Mapping[Key, Collection[Key]], pins: Mapping[Key, str | None], order: Iterable[Key]
+) -> set[Key]:
+    """Unpinned keys that depend, directly or not, on keys outside the graph.
+
+    Their site depends on where that data is, which only the scheduler knows.
+    """
+    out: set[Key] = set()
+    for key in order:
+        if key not in pins and any(d in out or d not in dependencies for d in dependencies[key]):
+            out.add(key)
+    return out
+
+
+def plan_relays(
+    dependencies: Mapping[Key, Collection[Key]],
+    dependents: Mapping[Key, list[Key]],
+    sites: Mapping[Key, str],
+    undecided: Collection[Key],
+) -> dict[Key, dict[str | None, list[Key]]]:
+    """Where one copy of a key should cross to a site that uses it several times.
+
+    Returns ``{key: {site: consumers}}`` for each key whose consumers in one
+    other site are two or more: a relay in that site fetches the key once and
+    the consumers read the relay inside their site. ``site`` is ``None`` for
+    consumers whose site the scheduler decides (``undecided``), and keys
+    outside the graph (site unknown here) count as another site.
+    """
+    if not undecided and len(set(sites.values())) < 2:
+        return {}
+    out: dict[Key, dict[str | None, list[Key]]] = {}
+    for key, users in dependents.items():
+        if len(users) < 2:
+            continue
+        source = sites.get(key) if key in dependencies else None
+        groups: dict[str | None, list[Key]] = defaultdict(list)
+        for user in users:
+            if user in undecided:
+                groups[None].append(user)
+            elif (site := sites.get(user)) is not None and site != source:
+                groups[site].append(user)
+        relayed = {site: group for site, group in groups.items() if len(group) > 1}
+        if relayed:
+            out[key] = relayed
+    return out

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Iterator
 from typing import Any
 
 import dask
 
 from ..errors import QueryPlanningError
-from .sites import ANNOTATION, resource_name, site_of_resource, validate_site
-
-logger = logging.getLogger(__name__)
+from .sites import ANNOTATION, pin_of, site_resources, validate_site
 
 
 def check_query_planning() -> None:
@@ -40,12 +37,7 @@ def pool_annotations(site: str | None, current: dict[str, Any] | None = None) ->
     resource is replaced, so a task never needs two sites.
     """
     current = current if current is not None else dask.get_annotations()
-    resources = {k: v for k, v in (current.get("resources") or {}).items() if site_of_resource(k) is None}
-    if site is not None:
-        # Quantity 0: only workers supplying the resource qualify, but the
-        # resource never caps how many pooled tasks run at once.
-        resources[resource_name(site)] = 0
-    return {"resources": resources, ANNOTATION: site}
+    return {"resources": site_resources(site, current.get("resources")), ANNOTATION: site}
 
 
 @contextlib.contextmanager
@@ -90,12 +82,9 @@ def pools_in(collection: Any) -> set[str]:
     found: set[str] = set()
     if isinstance(graph, HighLevelGraph):
         for layer in graph.layers.values():
-            annotations = layer.annotations or {}
-            if annotations.get(ANNOTATION) is not None:
-                found.add(annotations[ANNOTATION])
-            for name in annotations.get("resources") or {}:
-                if (site := site_of_resource(name)) is not None:
-                    found.add(site)
+            site = pin_of(layer.annotations or {})[1]
+            if site is not None:
+                found.add(site)
     return found
 
 

@@ -16,6 +16,20 @@ logger = logging.getLogger(__name__)
 RESOURCE_PREFIX = "pool-"
 #: Annotation name carrying the site of a task (``None`` = explicitly unpooled).
 ANNOTATION = "pool"
+#: Annotation saying where a task's site came from (absent: the user pinned it).
+ORIGIN = "pool_origin"
+#: :data:`ORIGIN` value of a site chosen by the propagation rules: the scheduler
+#: may choose again when it knows more (inputs already on the cluster).
+PROPAGATED = "propagated"
+#: :data:`ORIGIN` value of a task opted out with ``pool(None)``. Needed because
+#: the scheduler drops annotations whose value is ``None``.
+OPTED_OUT = "opted-out"
+#: Annotation marking a relay: a copy of one cross-site input made in the consuming site.
+RELAY = "pool_relay"
+#: Annotation carrying the optimizer's estimate of a task's output bytes.
+NBYTES = "pool_nbytes"
+#: Annotation carrying the client's ``catalog_pools.no-worker-timeout`` in seconds.
+WAIT = "pool_wait"
 
 # Resource names travel through ``--resources "a=1,b=2"`` and dask config, so
 # commas, '=', whitespace and quotes cannot appear in them.
@@ -61,6 +75,69 @@ def site_of_resource(name: str) -> str | None:
 def sites_of_resources(resources: Mapping[str, Any] | None) -> list[str]:
     """Sorted site names found among a worker's or task's resources."""
     return sorted(s for s in map(site_of_resource, resources or {}) if s is not None)
+
+
+def pin_of(
+    annotations: Mapping[str, Any], resources: Mapping[str, Any] | None = None
+) -> tuple[bool, str | None]:
+    """Whether a task is pinned, and to which site (``None``: opted out).
+
+    The one reading of a pin, for layers, tasks and scheduler task states:
+    the ``pool`` annotation, else a ``pool-<site>`` resource (``resources``
+    defaults to the annotations' own).
+
+    Raises
+    ------
+    ValueError
+        If the task names two sites (it could never run: no worker is in both).
+    """
+    if resources is None:
+        resources = annotations.get("resources")
+    found = set(sites_of_resources(resources))
+    if ANNOTATION in annotations:
+        site = annotations[ANNOTATION]
+        found.discard(site)
+        if found:
+            _two_sites([site, *found])
+        return True, site
+    if len(found) > 1:
+        _two_sites(sorted(found))
+    return (True, found.pop()) if found else (False, None)
+
+
+def _two_sites(sites: list[Any]) -> None:
+    raise ValueError(
+        f"a task is pinned to several sites {sorted(map(str, sites))}; no worker belongs to all of "
+        "them. Pin each collection with one pool(site) block (an inner pool() replaces the outer one)."
+    )
+
+
+def origin(annotations: Mapping[str, Any]) -> str | None:
+    """:data:`PROPAGATED`, :data:`OPTED_OUT`, or ``None`` for a user's own pin."""
+    return annotations.get(ORIGIN)
+
+
+def other_resources(resources: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``resources`` without any site's ``pool-<site>`` entry."""
+    return {r: q for r, q in (resources or {}).items() if site_of_resource(r) is None}
+
+
+def site_resources(site: str | None, resources: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``resources`` restricted to ``site`` (and no other site); ``None``: to no site.
+
+    Quantity 0: only workers supplying the resource qualify, but the resource
+    never caps how many pooled tasks run at once.
+    """
+    out = other_resources(resources)
+    if site is not None:
+        out[resource_name(site)] = 0
+    return out
+
+
+def site_of_worker(resources: Mapping[str, Any] | None) -> str | None:
+    """The site of a worker with these resources (the first by name if several)."""
+    found = sites_of_resources(resources)
+    return found[0] if found else None
 
 
 def worker_command(site: str, address: str = "SCHEDULER_ADDRESS") -> str:

@@ -1,0 +1,337 @@
+"""Everyday xarray workflows over three sites: cross-site bytes, pooled vs unpooled.
+
+Three sites, A = ``ecmwf``, B = ``eumetsat``, C = ``dwd``, each with ``--workers``
+workers (one thread each) of a real :class:`~catalog_pools.cluster.LocalSitesCluster`
+(scheduler and workers in their own processes). The data are made by pinned
+tasks in their site (seeded ``dask.array.random``), so nothing is read from
+disk and nothing is sent by the client:
+
+- ``a``: ``T = 16`` weekly time steps of a ``Y x X = 90 x 180`` float64 field at A,
+  one time step per chunk. One field is ``F = 90 * 180 * 8 = 129,600`` bytes;
+- ``b``: the same shape at B;
+- ``c``: one field (one chunk, ``F`` bytes) at C;
+- ``w``: latitude weights ``cos(lat)`` at C, ``Y * 8 = 720`` bytes.
+
+Smallest possible cross-site bytes of each workflow (the client's result is not
+cross-site traffic). "Crossing" means: some bytes must meet bytes of another
+site at least once; the cheapest meeting moves the smaller side, once:
+
+``persist_join``  ``ap = a.persist(); ap.mean("time") - c``: the mean (F) or c (F) -> **F**.
+``persist_std``   ``ap = a.persist(); (ap - c).std("time")``: c must meet all 16 steps at A; c once -> **F**.
+``std``           ``(a - c).std("time")``: same with in-graph a -> **F**.
+``groupby``       ``a.groupby("time.month").mean() - c``: 4 monthly means (4F) or c (F) -> **F**.
+``where``         ``a.where(c > 0).mean("time")``: the mask ``c > 0`` (bool, F/8) -> **F/8**.
+``concat``        ``xr.concat([a, b], "time").mean("time")``: each site reduces its half; one
+                  partial crosses. dask's mean partial holds a count and a total per point
+                  (int64 + float64) -> **2F**.
+``corr``          ``xr.corr(a, b, "time")``: every step of a meets the same step of b; moving
+                  one whole series once (16F) lets everything else run in one site -> **16F**.
+``apply_ufunc``   ``apply_ufunc((x - y)**2, a, c, dask="parallelized").mean("time")`` -> **F**.
+``map_blocks``    ``da.map_blocks(sub, a, c[None]).mean(0)`` -> **F**.
+``delayed``       ``dask.delayed(max_abs_diff)(a.mean("time").data, c.data)``: mean (F) or c (F) -> **F**.
+``to_delayed``    the same through ``Array.to_delayed()`` -> **F**.
+``anomaly``       ``(a.groupby("time.month") - a.groupby("time.month").mean()).std("time") - c`` -> **F**.
+``rolling``       ``(a.rolling(time=3).mean() - c).mean("time")`` -> **F**.
+``three_sites``   ``a.sum("time") + b.sum("time") + c``: two joins of one field each -> **2F**.
+``weighted``      ``a.weighted(w).mean(("lat", "lon"))``: the weights (Y * 8) -> **720 B**.
+
+Unpooled: the same computations with no ``pool()``: dask places every task
+freely, so the "sites" only name the workers the bytes moved between.
+
+Every result is compared with plain xarray on numpy data (the same values,
+loaded first). Also: optimizer cost, catalog_pools's pooled optimizer against
+``dask.array.optimization.optimize`` on the same pooled graph, at 10k / 100k /
+1M tasks.
+
+Usage::
+
+    python -m benchmarks.workloads --workers 2 --out benchmarks/results/workloads-2w
+    python -m benchmarks.workloads --workers 8 --skip-optimizer --out benchmarks/results/workloads-8w
+    python -m benchmarks.workloads --workers 0 --opt-sizes 10000 100000 1000000 \
+        --out benchmarks/results/workloads-optimizer
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+import catalog_pools
+from catalog_pools import pool
+
+A, B, C = "ecmwf", "eumetsat", "dwd"
+T, Y, X = 16, 90, 180
+F = Y * X * 8
+
+Data = dict[str, xr.DataArray]
+
+
+def make_data(pooled: bool) -> Data:
+    """Lazy a, b (T x Y x X), c (Y x X) and w (Y), each made in its site if ``pooled``."""
+    coords = {
+        "time": pd.date_range("2000-01-01", periods=T, freq="7D"),
+        "lat": np.linspace(-89.0, 89.0, Y),
+        "lon": np.linspace(0.0, 358.0, X),
+    }
+
+    def made(site: str, build: Callable[[], Any]) -> Any:
+        if not pooled:
+            return build()
+        with pool(site):
+            return build()
+
+    def series(seed: int) -> da.Array:
+        return da.random.default_rng(seed).standard_normal((T, Y, X), chunks=(1, Y, X))
+
+    dims3 = ("time", "lat", "lon")
+    a = xr.DataArray(made(A, lambda: series(1)), dims=dims3, coords=coords, name="a")
+    b = xr.DataArray(made(B, lambda: series(2)), dims=dims3, coords=coords, name="b")
+    field = made(C, lambda: da.random.default_rng(3).standard_normal((Y, X), chunks=(Y, X)))
+    c = xr.DataArray(field, dims=("lat", "lon"), coords={k: coords[k] for k in ("lat", "lon")}, name="c")
+    weights = made(C, lambda: da.cos(da.deg2rad(da.from_array(coords["lat"], chunks=Y))))
+    w = xr.DataArray(weights, dims=("lat",), coords={"lat": coords["lat"]}, name="w")
+    return {"a": a, "b": b, "c": c, "w": w}
+
+
+def _max_abs_diff(m: np.ndarray, f: np.ndarray) -> float:
+    return float(np.abs(m - f).max())
+
+
+def _sub(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return x - y
+
+
+Persist = Callable[[xr.DataArray], xr.DataArray]
+#: name -> (minimum cross-site bytes, computation(data, persist))
+WORKFLOWS: dict[str, tuple[float, Callable[[Data, Persist], Any]]] = {
+    "persist_join": (F, lambda d, p: p(d["a"]).mean("time") - d["c"]),
+    "persist_std": (F, lambda d, p: (p(d["a"]) - d["c"]).std("time")),
+    "std": (F, lambda d, p: (d["a"] - d["c"]).std("time")),
+    "groupby": (F, lambda d, p: d["a"].groupby("time.month").mean() - d["c"]),
+    "where": (F / 8, lambda d, p: d["a"].where(d["c"] > 0).mean("time")),
+    "concat": (2 * F, lambda d, p: xr.concat([d["a"], d["b"]], "time").mean("time")),
+    "corr": (16 * F, lambda d, p: xr.corr(d["a"], d["b"], "time")),
+    "apply_ufunc": (
+        F,
+        lambda d, p: xr.apply_ufunc(
+            lambda x, y: (x - y) ** 2, d["a"], d["c"], dask="parallelized", output_dtypes=[float]
+        ).mean("time"),
+    ),
+    "map_blocks": (F, lambda d, p: _as_array(d["a"]).map_blocks(_sub, _as_array(d["c"])[None]).mean(0)),
+    "delayed": (
+        F,
+        lambda d, p: dask.delayed(_max_abs_diff)(_as_array(d["a"].mean("time")), _as_array(d["c"])),
+    ),
+    "to_delayed": (
+        F,
+        lambda d, p: dask.delayed(_max_abs_diff)(
+            _as_array(d["a"].mean("time")).to_delayed().item(), _as_array(d["c"]).to_delayed().item()
+        ),
+    ),
+    "anomaly": (
+        F,
+        lambda d, p: (
+            (d["a"].groupby("time.month") - d["a"].groupby("time.month").mean()).std("time") - d["c"]
+        ),
+    ),
+    "rolling": (F, lambda d, p: (d["a"].rolling(time=3).mean() - d["c"]).mean("time")),
+    "three_sites": (2 * F, lambda d, p: d["a"].sum("time") + d["b"].sum("time") + d["c"]),
+    "weighted": (Y * 8, lambda d, p: d["a"].weighted(d["w"]).mean(("lat", "lon"))),
+}
+
+
+def _as_array(x: xr.DataArray) -> Any:
+    """The dask array under ``x`` (a numpy array for the plain reference)."""
+    data = x.data
+    return data if isinstance(data, da.Array) else da.from_array(data, chunks=data.shape)
+
+
+def _values(result: Any) -> np.ndarray:
+    return np.asarray(result.values if hasattr(result, "values") else result, dtype=float)
+
+
+@dataclass
+class Row:
+    """One workflow, measured pooled and unpooled."""
+
+    workflow: str
+    minimum: float
+    pooled_bytes: int
+    unpooled_bytes: int
+    pooled_seconds: float
+    unpooled_seconds: float
+    values_equal: bool
+
+    @property
+    def ratio(self) -> float:
+        return self.pooled_bytes / self.minimum
+
+
+def expected_values(name: str) -> np.ndarray:
+    """The workflow on numpy-backed xarray: the plain-xarray reference."""
+    loaded = {k: v.compute(scheduler="sync") for k, v in make_data(pooled=False).items()}
+    result = WORKFLOWS[name][1](loaded, lambda x: x)
+    if hasattr(result, "compute"):
+        result = result.compute(scheduler="sync")
+    return _values(result)
+
+
+def measure(client: Any, name: str, pooled: bool) -> tuple[int, float, np.ndarray]:
+    """Cross-site bytes, seconds and values of one run of a workflow."""
+    from catalog_pools.traffic import traffic
+
+    data = make_data(pooled)
+    persisted: list[Any] = []
+
+    def persist(x: xr.DataArray) -> xr.DataArray:
+        x = x.persist()
+        persisted.append(x)
+        from distributed import wait
+
+        wait(x.data)
+        return x
+
+    computation = WORKFLOWS[name][1](data, persist)
+    with traffic(client, count_reads=False, settle=2.0) as t:
+        start = time.perf_counter()
+        result = dask.compute(computation)[0]
+        seconds = time.perf_counter() - start
+    return t.cross_site_bytes, seconds, _values(result)
+
+
+def run_workflows(workers: int, names: list[str], directory: Path) -> list[Row]:
+    from distributed import Client
+
+    from catalog_pools.cluster import LocalSitesCluster
+
+    rows = []
+    sites = {A: workers, B: workers, C: workers}
+    with (
+        LocalSitesCluster(
+            sites, threads_per_worker=1, memory_limit="1GiB", local_directory=directory
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        client.wait_for_workers(3 * workers, timeout=120)
+        for name in names:
+            expected = expected_values(name)
+            pooled_bytes, pooled_s, pooled_v = measure(client, name, pooled=True)
+            unpooled_bytes, unpooled_s, unpooled_v = measure(client, name, pooled=False)
+            ok = all(np.allclose(v, expected, equal_nan=True) for v in (pooled_v, unpooled_v))
+            row = Row(name, WORKFLOWS[name][0], pooled_bytes, unpooled_bytes, pooled_s, unpooled_s, ok)
+            print(
+                f"{name:13s} min {row.minimum:>9,.0f}  pooled {pooled_bytes:>10,d} ({row.ratio:5.2f}x)  "
+                f"unpooled {unpooled_bytes:>10,d}  {pooled_s:5.2f}s / {unpooled_s:5.2f}s  equal={ok}",
+                flush=True,
+            )
+            rows.append(row)
+    return rows
+
+
+def _pooled_graph(n_tasks: int) -> tuple[Any, list[Any]]:
+    """A fresh pooled graph of about ``n_tasks`` tasks: loads, a join with another site, a reduction."""
+    from dask.core import flatten
+
+    k = max(n_tasks // 5, 4)  # about five tasks per chunk before fusion
+    with pool(A):
+        a = da.random.default_rng(0).standard_normal((k, 10), chunks=(1, 10))
+    with pool(C):
+        c = da.ones((1, 10), chunks=(1, 10))
+    x = ((a - c) * 2).mean(axis=1)
+    return x.__dask_graph__(), list(flatten(x.__dask_keys__()))
+
+
+def optimizer_cost(n_tasks: int, repeats: int = 3) -> dict[str, float]:
+    """Seconds of dask's optimizer and of the pooled one on the same pooled graph of ~``n_tasks``.
+
+    Each run gets a freshly built graph (layers cache what they materialize),
+    alternating dask's and the pooled optimizer; the best of ``repeats`` counts.
+    """
+    from dask.array.optimization import optimize as dask_optimize
+
+    from catalog_pools.engine.optimize import optimize_pooled
+
+    times: dict[str, list[float]] = {"dask": [], "pooled": []}
+    tasks = 0
+    for _ in range(repeats):
+        for label, fn in (("dask", dask_optimize), ("pooled", optimize_pooled)):
+            hlg, keys = _pooled_graph(n_tasks)
+            tasks = len(hlg)
+            gc.collect()
+            start = time.perf_counter()
+            fn(hlg, keys)
+            times[label].append(time.perf_counter() - start)
+            del hlg, keys
+    out = {"tasks": float(tasks), "dask": min(times["dask"]), "pooled": min(times["pooled"])}
+    out["ratio"] = out["pooled"] / out["dask"]
+    print(f"optimizer, {tasks:,d} tasks: dask {out['dask']:.2f}s, pooled {out['pooled']:.2f}s", flush=True)
+    return out
+
+
+def write(out: Path, workers: int, rows: list[Row], costs: list[dict[str, float]]) -> None:
+    info = {
+        "workers_per_site": workers,
+        "field_bytes": F,
+        "machine": f"{platform.node()} {platform.machine()}, python {platform.python_version()}",
+        "dask": dask.__version__,
+        "catalog_pools": getattr(catalog_pools, "__version__", "dev"),
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    payload = {**info, "workflows": [{**asdict(r), "ratio": r.ratio} for r in rows], "optimizer": costs}
+    out.with_suffix(".json").write_text(json.dumps(payload, indent=2))
+    title = f"# Workflows over three sites, {workers} workers per site"
+    lines = [title, "", f"{info['when']}, dask {info['dask']}", ""]
+    if rows:
+        lines += [
+            "| workflow | minimum bytes | pooled bytes | pooled / minimum | unpooled bytes "
+            "| pooled s | unpooled s | values = xarray |",
+            "|---|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        lines += [
+            f"| {r.workflow} | {r.minimum:,.0f} | {r.pooled_bytes:,d} | {r.ratio:.2f} "
+            f"| {r.unpooled_bytes:,d} | {r.pooled_seconds:.2f} | {r.unpooled_seconds:.2f} "
+            f"| {'yes' if r.values_equal else 'NO'} |"
+            for r in rows
+        ]
+    if costs:
+        lines += ["", "| tasks (graph) | dask optimize s | pooled s | ratio |", "|---:|---:|---:|---:|"]
+        lines += [
+            f"| {c['tasks']:,.0f} | {c['dask']:.2f} | {c['pooled']:.2f} | {c['ratio']:.2f} |" for c in costs
+        ]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=2, help="workers per site (0: no cluster)")
+    parser.add_argument("--only", nargs="*", default=None, help="workflow names")
+    parser.add_argument("--opt-sizes", nargs="*", type=int, default=[10_000, 100_000])
+    parser.add_argument("--skip-optimizer", action="store_true")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/workloads"))
+    args = parser.parse_args(argv)
+    names = args.only or list(WORKFLOWS)
+    rows: list[Row] = []
+    if args.workers:
+        with tempfile.TemporaryDirectory(prefix="workloads-") as directory:
+            rows = run_workflows(args.workers, names, Path(directory))
+    costs = [] if args.skip_optimizer else [optimizer_cost(n) for n in args.opt_sizes]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write(args.out, args.workers, rows, costs)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""What the optimizer reads from a high-level graph's layers, without materializing them.
+
+Pins (annotations) and chunk sizes are per-layer constants, so they are read
+once per layer and looked up per key by the key's name (``key[0]`` of an array
+chunk key, the key itself otherwise): a blockwise layer of a million tasks is
+never iterated to learn what its annotations already say.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+import numpy as np
+from dask.highlevelgraph import HighLevelGraph
+
+from .placement import topological_order
+from .sites import ANNOTATION, NBYTES, ORIGIN, RELAY, WAIT, other_resources, pin_of
+
+Key = Hashable
+
+
+def key_name(key: Key) -> Hashable:
+    """The layer name a key belongs to (by dask's naming convention)."""
+    return key[0] if isinstance(key, tuple) and key else key
+
+
+class LayerInfo:
+    """Per-layer annotations and chunk sizes, looked up per key.
+
+    Parameters
+    ----------
+    layers
+        ``HighLevelGraph.layers``; more can be added with :meth:`add`.
+    """
+
+    def __init__(self, layers: Mapping[str, Any]) -> None:
+        self._annotations: dict[Hashable, dict[str, Any]] = {}
+        self._chunks: dict[Hashable, tuple[Any, int]] = {}
+        self._pins: dict[int, tuple[bool, str | None]] = {}
+        #: whether any layer has annotations other than a pin (priority, retries, ...)
+        self.extra = False
+        self.add(layers)
+
+    def add(self, layers: Mapping[str, Any]) -> None:
+        """Read the annotations and chunk metadata of ``layers``."""
+        for name, layer in layers.items():
+            meta = layer.collection_annotations or {}
+            chunks, dtype = meta.get("chunks"), meta.get("dtype")
+            if chunks and dtype is not None:
+                self._chunks[name] = (chunks, np.dtype(dtype).itemsize)
+            if not layer.annotations:
+                continue
+            if not self.extra:
+                self.extra = not _only_pins(layer.annotations)
+            for key_owner in self._names(name, layer):
+                self._annotations[key_owner] = layer.annotations
+
+    @staticmethod
+    def _names(name: str, layer: Any) -> set[Hashable]:
+        from dask.blockwise import Blockwise
+
+        if isinstance(layer, Blockwise):
+            return {layer.output}
+        # Other layers are already materialized mappings (or small): the key
+        # names they hold are usually just their own name.
+        return {key_name(k) for k in layer}
+
+    def annotations(self, key: Key) -> dict[str, Any]:
+        """The annotations of the layer that made ``key`` (``{}`` if none)."""
+        ann = self._annotations.get(key_name(key))
+        if not ann:
+            return {}
+        if any(callable(v) for v in ann.values()):
+            return {n: (v(key) if callable(v) else v) for n, v in ann.items()}
+        return ann
+
+    def pin(self, key: Key) -> tuple[bool, str | None]:
+        """:func:`~catalog_pools.engine.sites.pin_of` the key's annotations, cached per layer."""
+        ann = self._annotations.get(key_name(key))
+        if not ann:
+            return False, None
+        if any(callable(v) for v in ann.values()):
+            return pin_of(self.annotations(key))
+        found = self._pins.get(id(ann))  # the layer's own dict: alive as long as self
+        if found is None:
+            found = self._pins[id(ann)] = pin_of(ann)
+        return found
+
+    def nbytes(self, key: Key) -> float | None:
+        """Estimated output bytes of an array chunk key (chunk shape x itemsize)."""
+        name = key_name(key)
+        info = self._chunks.get(name)
+        if info is None or not isinstance(key, tuple):
+            return None
+        chunks, itemsize = info
+        if len(key) - 1 != len(chunks):
+            return None
+        try:
+            n = math.prod(chunks[d][i] for d, i in enumerate(key[1:]))
+        except (IndexError, TypeError):
+            return None
+        return None if math.isnan(n) else float(n * itemsize)  # NaN: unknown chunk sizes
+
+
+def _only_pins(annotations: Mapping[str, Any]) -> bool:
+    if set(annotations) - {ANNOTATION, "resources", ORIGIN, RELAY, NBYTES, WAIT}:
+        return False
+    resources = annotations.get("resources") or {}
+    return not other_resources(resources) and not any(callable(v) for v in annotations.values())
+
+
+def has_pools(hlg: HighLevelGraph) -> bool:
+    """Whether any layer of ``hlg`` is pinned or opted out."""
+    return any(pin_of(layer.annotations or {})[0] for layer in hlg.layers.values())
+
+
+def spread_layer_pins(hlg: HighLevelGraph) -> HighLevelGraph:
+    """Pin each unannotated layer whose input layers are all pinned alike.
+
+    Done on the high-level graph before blockwise fusion, so a load and the
+    operations applied to it fuse exactly as they would without pools (layers
+    with different annotations never fuse). Joins of several sites are left
+    to the per-task rules. Returns a new graph; the input is not modified.
+    """
+    layers = dict(hlg.layers)
+    changed = False
+    for name in topological_order(hlg.dependencies):
+        layer = layers[name]
+        deps = hlg.dependencies.get(name) or set()
+        if layer.annotations or not deps:
+            continue
+        inputs = [layers[d].annotations or {} for d in deps]
+        first = inputs[0]
+        if not _is_pure_pin(first) or any(a != first for a in inputs[1:]):
+            continue
+        layer = copy.copy(layer)
+        layer.annotations = dict(first)
+        layers[name] = layer
+        changed = True
+    return HighLevelGraph(layers, hlg.dependencies) if changed else hlg
+
+
+def _is_pure_pin(annotations: Mapping[str, Any]) -> bool:
+    """Annotations that say only "pinned to one site" (nothing else to copy)."""
+    if set(annotations) != {ANNOTATION, "resources"} or annotations[ANNOTATION] is None:
+        return False
+    pinned, site = pin_of(annotations)
+    return pinned and site is not None and len(annotations["resources"]) == 1

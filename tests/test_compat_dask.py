@@ -1,0 +1,53 @@
+"""Pins the private dask behaviour catalog_pools relies on (catalog_pools._compat.dask_internals)."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+from dask.blockwise import _can_fuse_annotations
+
+from catalog_pools._compat import dask_internals as dk
+
+
+def _chain() -> dict:
+    return {
+        "a": dk.Task("a", np.arange, 4),
+        "b": dk.Task("b", np.add, dk.TaskRef("a"), 1),
+        "c": dk.Task("c", np.multiply, dk.TaskRef("b"), 2),
+    }
+
+
+def test_linear_fusion_names_its_output_key() -> None:
+    fused = dk.fuse_linear_task_spec(_chain(), keys={"c"})
+    assert set(fused) == {"a-b-c", "c"} and isinstance(fused["c"], dk.Alias)
+    assert dk.fused_output_key("a-b-c", fused["a-b-c"]) == "c"
+    assert dk.fused_output_key("c", fused["c"]) == "c"
+    assert dk.fused_output_key("x", dk.Task("x", len, [1])) == "x"
+    np.testing.assert_array_equal(fused["a-b-c"]({}), (np.arange(4) + 1) * 2)
+
+
+def test_legacy_graphs_convert_and_futures_drop_out() -> None:
+    graph = dk.convert_legacy_graph({"x": 1, "y": (np.add, "x", 1)})
+    assert isinstance(graph["x"], dk.DataNode) and graph["y"].dependencies == {"x"}
+
+
+def test_task_like_keeps_the_data_producer_flag() -> None:
+    producer = dk.Task("k", len, [1], _data_producer=True)
+    assert dk.task_like(producer, "k2", len, [1, 2]).data_producer
+    assert not dk.task_like(dk.Task("k", len, [1]), "k2", len, [1]).data_producer
+
+
+def test_slice_fusion_still_exists() -> None:
+    x = da.ones((8, 8), chunks=4)[1:][:, 2:]
+    graph = dk.convert_legacy_graph(dict(x.__dask_graph__()))
+    assert len(dk.optimize_slices(dk.fuse_linear_task_spec(graph, keys=set(x.__dask_keys__()[0])))) > 0
+    from dask.array import optimization
+
+    assert callable(optimization._optimize_slices)
+
+
+def test_layers_pinned_differently_never_fuse() -> None:
+    """The optimizer relies on blockwise fusion keeping sites apart."""
+    assert not _can_fuse_annotations({"pool": "a", "resources": {"pool-a": 0}}, {})
+    assert not _can_fuse_annotations({"pool": "a"}, {"pool": "b"})
+    assert _can_fuse_annotations({"pool": "a"}, {"pool": "a"})
