@@ -185,10 +185,11 @@ def test_several_stages_and_scheduler_form(site_clients) -> None:
         b1 = dask.delayed(np.full)(1000, 2.0)
         b2 = dask.delayed(np.full)(1000, 3.0)
     # Delayed values have no size estimate: each input weighs the same, so the
-    # sum runs at eumetsat (two inputs there) and the difference at ecmwf (a tie,
-    # won by the name that sorts first), which still holds ``a`` from stage 0.
+    # sum runs at eumetsat (two inputs there); the difference is pinned back to
+    # ecmwf by the user, which still holds ``a`` from stage 0.
     c = dask.delayed(sum)([b1, b2, a])
-    d = dask.delayed(np.subtract)(a, c)
+    with pool("ecmwf"):
+        d = dask.delayed(np.subtract)(a, c)
     fed = federated(site_clients)
     (got,) = dask.compute(d, scheduler=fed)
     np.testing.assert_array_equal(got, np.full(1000, -5.0))

@@ -26,7 +26,7 @@ def check_site(site: str) -> None:
     except (ImportError, ValueError):
         return
     resources = worker.state.total_resources
-    certified = worker_certified_sites(worker)
+    certified = worker_certified_sites(worker) or None
     if resource_name(site) not in resources or (certified is not None and site not in certified):
         where = sites_of_resources(resources) if certified is None else sorted(certified)
         raise ForeignSiteError(site, f"{worker.name} at {worker.address}", where)

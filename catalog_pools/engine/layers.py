@@ -105,16 +105,33 @@ class LayerInfo:
         return None if math.isnan(n) else float(n * itemsize)  # NaN: unknown chunk sizes
 
 
+def _per_key(annotations: Mapping[str, Any]) -> bool:
+    """Whether some annotation is a function of the key (dask's merged graphs)."""
+    return any(callable(v) for v in annotations.values())
+
+
 def _only_pins(annotations: Mapping[str, Any]) -> bool:
+    if _per_key(annotations):
+        return False
     if set(annotations) - {ANNOTATION, "resources", ORIGIN, RELAY, NBYTES, WAIT}:
         return False
     resources = annotations.get("resources") or {}
-    return not other_resources(resources) and not any(callable(v) for v in annotations.values())
+    return not other_resources(resources)
 
 
 def has_pools(hlg: HighLevelGraph) -> bool:
-    """Whether any layer of ``hlg`` is pinned or opted out."""
-    return any(pin_of(layer.annotations or {})[0] for layer in hlg.layers.values())
+    """Whether any layer of ``hlg`` is pinned or opted out.
+
+    A layer whose pin is given per key (callable annotations, as dask leaves
+    them after merging annotated graphs) counts as pinned: it is read key by key.
+    """
+    for layer in hlg.layers.values():
+        annotations = layer.annotations or {}
+        if _per_key(annotations):
+            return any(callable(annotations.get(name)) for name in (ANNOTATION, "resources"))
+        if pin_of(annotations)[0]:
+            return True
+    return False
 
 
 def spread_layer_pins(hlg: HighLevelGraph) -> HighLevelGraph:
@@ -145,7 +162,7 @@ def spread_layer_pins(hlg: HighLevelGraph) -> HighLevelGraph:
 
 def _is_pure_pin(annotations: Mapping[str, Any]) -> bool:
     """Annotations that say only "pinned to one site" (nothing else to copy)."""
-    if set(annotations) != {ANNOTATION, "resources"} or annotations[ANNOTATION] is None:
+    if _per_key(annotations) or set(annotations) != {ANNOTATION, "resources"} or annotations[ANNOTATION] is None:
         return False
     pinned, site = pin_of(annotations)
     return pinned and site is not None and len(annotations["resources"]) == 1
