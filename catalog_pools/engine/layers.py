@@ -162,7 +162,11 @@ def spread_layer_pins(hlg: HighLevelGraph) -> HighLevelGraph:
 
 def _is_pure_pin(annotations: Mapping[str, Any]) -> bool:
     """Annotations that say only "pinned to one site" (nothing else to copy)."""
-    if _per_key(annotations) or set(annotations) != {ANNOTATION, "resources"} or annotations[ANNOTATION] is None:
+    if (
+        _per_key(annotations)
+        or set(annotations) != {ANNOTATION, "resources"}
+        or annotations[ANNOTATION] is None
+    ):
         return False
     pinned, site = pin_of(annotations)
     return pinned and site is not None and len(annotations["resources"]) == 1
