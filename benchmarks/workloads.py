@@ -175,10 +175,20 @@ class Row:
     pooled_seconds: float
     unpooled_seconds: float
     values_equal: bool
+    explain_bytes: int | None = None
 
     @property
     def ratio(self) -> float:
         return self.pooled_bytes / self.minimum
+
+    @property
+    def explain_ratio(self) -> float | None:
+        """``explain()``'s estimate over the measured pooled bytes (1.0 when both are 0)."""
+        if self.explain_bytes is None:
+            return None
+        if not self.pooled_bytes:
+            return 1.0 if not self.explain_bytes else float("inf")
+        return self.explain_bytes / self.pooled_bytes
 
 
 def expected_values(name: str) -> np.ndarray:
@@ -190,8 +200,8 @@ def expected_values(name: str) -> np.ndarray:
     return _values(result)
 
 
-def measure(client: Any, name: str, pooled: bool) -> tuple[int, float, np.ndarray]:
-    """Cross-site bytes, seconds and values of one run of a workflow."""
+def measure(client: Any, name: str, pooled: bool) -> tuple[int, float, np.ndarray, int]:
+    """Cross-site bytes, seconds, values and ``explain()``'s estimate of one run of a workflow."""
     from catalog_pools.traffic import traffic
 
     data = make_data(pooled)
@@ -206,11 +216,12 @@ def measure(client: Any, name: str, pooled: bool) -> tuple[int, float, np.ndarra
         return x
 
     computation = WORKFLOWS[name][1](data, persist)
+    estimate = catalog_pools.explain(computation, client).cross_site_bytes
     with traffic(client, count_reads=False, settle=2.0) as t:
         start = time.perf_counter()
         result = dask.compute(computation)[0]
         seconds = time.perf_counter() - start
-    return t.cross_site_bytes, seconds, _values(result)
+    return t.cross_site_bytes, seconds, _values(result), estimate
 
 
 def run_workflows(workers: int, names: list[str], directory: Path) -> list[Row]:
@@ -229,12 +240,13 @@ def run_workflows(workers: int, names: list[str], directory: Path) -> list[Row]:
         client.wait_for_workers(3 * workers, timeout=120)
         for name in names:
             expected = expected_values(name)
-            pooled_bytes, pooled_s, pooled_v = measure(client, name, pooled=True)
-            unpooled_bytes, unpooled_s, unpooled_v = measure(client, name, pooled=False)
+            pooled_bytes, pooled_s, pooled_v, estimate = measure(client, name, pooled=True)
+            unpooled_bytes, unpooled_s, unpooled_v, _ = measure(client, name, pooled=False)
             ok = all(np.allclose(v, expected, equal_nan=True) for v in (pooled_v, unpooled_v))
-            row = Row(name, WORKFLOWS[name][0], pooled_bytes, unpooled_bytes, pooled_s, unpooled_s, ok)
+            row = Row(name, WORKFLOWS[name][0], pooled_bytes, unpooled_bytes, pooled_s, unpooled_s, ok, estimate)
             print(
                 f"{name:13s} min {row.minimum:>9,.0f}  pooled {pooled_bytes:>10,d} ({row.ratio:5.2f}x)  "
+                f"explain {estimate:>10,d} ({row.explain_ratio:5.2f}x)  "
                 f"unpooled {unpooled_bytes:>10,d}  {pooled_s:5.2f}s / {unpooled_s:5.2f}s  equal={ok}",
                 flush=True,
             )
