@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from distributed import Client
 
-from benchmarks.workloads import A, B, C, WORKFLOWS, expected_values, measure
+from benchmarks.workloads import WORKFLOWS, A, B, C, expected_values, measure
 from catalog_pools.cluster import LocalSitesCluster
 
 TOLERANCE = 0.10

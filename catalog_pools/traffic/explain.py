@@ -192,16 +192,22 @@ def _partial_fields(name: str) -> int:
     return 2 if match.group(1) == "mean" else 3
 
 
-def _size_relays(optimized: HighLevelGraph, dependencies: Mapping[Key, set[Key]], sizes: dict[Key, float]) -> None:
+def _size_relays(
+    optimized: HighLevelGraph, dependencies: Mapping[Key, set[Key]], sizes: dict[Key, float]
+) -> None:
     """A relay and its source hold the same value: give both the size known for either.
 
     The engine renames a relayed task's source (its key is then unknown to the
     collection's metadata) and gives the original key to one relay.
     """
-    for key, deps in dependencies.items():
-        if getattr(optimized.get(key), "func", None) is not relay or len(deps) != 1:
-            continue
-        (source,) = deps
+    relays = [
+        key
+        for layer in optimized.layers.values()
+        for key, task in layer.items()
+        if getattr(task, "func", None) is relay and len(dependencies.get(key, ())) == 1
+    ]
+    for key in relays:
+        (source,) = dependencies[key]
         known = sizes.get(key, sizes.get(source))
         if known is not None:
             sizes.setdefault(key, known)
