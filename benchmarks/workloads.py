@@ -298,7 +298,7 @@ def measure_federated(clients: dict[str, Any], name: str) -> tuple[int, np.ndarr
     """Cross-site bytes (through the coordinator) and values of one federated run."""
     computation = WORKFLOWS[name][1](make_data(pooled=True), lambda x: x)
     with catalog_pools.federated(clients) as fed:
-        result = dask.compute(computation)[0]
+        result = dask.compute(computation, scheduler=fed)[0]
     return fed.runs[-1].cross_site_bytes, _values(result)
 
 
