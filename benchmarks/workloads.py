@@ -280,18 +280,23 @@ def start_site_clusters(workers: int, directory: Path) -> dict[str, Any]:
     """One plain cluster per site (own scheduler and worker processes, no resources)."""
     from distributed import LocalCluster
 
-    return {
-        site: LocalCluster(
-            processes=True,
-            n_workers=workers,
-            threads_per_worker=1,
-            memory_limit="1GiB",
-            dashboard_address=":0",
-            worker_dashboard_address=":0",
-            local_directory=str(directory / site),
-        )
-        for site in (A, B, C)
-    }
+    clusters: dict[str, Any] = {}
+    try:
+        for site in (A, B, C):
+            clusters[site] = LocalCluster(
+                processes=True,
+                n_workers=workers,
+                threads_per_worker=1,
+                memory_limit="1GiB",
+                dashboard_address=":0",
+                worker_dashboard_address=":0",
+                local_directory=str(directory / site),
+            )
+    except BaseException:
+        for cluster in clusters.values():
+            cluster.close()
+        raise
+    return clusters
 
 
 def measure_federated(clients: dict[str, Any], name: str) -> tuple[int, np.ndarray]:
