@@ -49,6 +49,12 @@ Usage::
     python -m benchmarks.workloads --workers 8 --skip-optimizer --out benchmarks/results/workloads-8w
     python -m benchmarks.workloads --workers 0 --opt-sizes 10000 100000 1000000 \
         --out benchmarks/results/workloads-optimizer
+    python -m benchmarks.workloads --workers 2 --skip-optimizer --federated \
+        --out benchmarks/results/workloads-explain
+
+Each pooled run also records ``catalog_pools.explain()``'s estimate, made
+before computing; ``--federated`` runs every workflow but the persisted ones
+again over one plain cluster per site (:func:`catalog_pools.federated`).
 """
 
 from __future__ import annotations
@@ -175,10 +181,31 @@ class Row:
     pooled_seconds: float
     unpooled_seconds: float
     values_equal: bool
+    explain_bytes: int | None = None
+    federated_bytes: int | None = None
+    federated_equal: bool | None = None
 
     @property
     def ratio(self) -> float:
         return self.pooled_bytes / self.minimum
+
+    @property
+    def explain_ratio(self) -> float | None:
+        """``explain()``'s estimate over the measured pooled bytes (1.0 when both are 0)."""
+        if self.explain_bytes is None:
+            return None
+        if not self.pooled_bytes:
+            return 1.0 if not self.explain_bytes else float("inf")
+        return self.explain_bytes / self.pooled_bytes
+
+    @property
+    def federated_ratio(self) -> float | None:
+        """Federated cross-site bytes over the one-cluster (pooled) figure."""
+        if self.federated_bytes is None:
+            return None
+        if not self.pooled_bytes:
+            return 1.0 if not self.federated_bytes else float("inf")
+        return self.federated_bytes / self.pooled_bytes
 
 
 def expected_values(name: str) -> np.ndarray:
@@ -190,8 +217,8 @@ def expected_values(name: str) -> np.ndarray:
     return _values(result)
 
 
-def measure(client: Any, name: str, pooled: bool) -> tuple[int, float, np.ndarray]:
-    """Cross-site bytes, seconds and values of one run of a workflow."""
+def measure(client: Any, name: str, pooled: bool) -> tuple[int, float, np.ndarray, int]:
+    """Cross-site bytes, seconds, values and ``explain()``'s estimate of one run of a workflow."""
     from catalog_pools.traffic import traffic
 
     data = make_data(pooled)
@@ -206,11 +233,12 @@ def measure(client: Any, name: str, pooled: bool) -> tuple[int, float, np.ndarra
         return x
 
     computation = WORKFLOWS[name][1](data, persist)
+    estimate = catalog_pools.explain(computation, client).cross_site_bytes
     with traffic(client, count_reads=False, settle=2.0) as t:
         start = time.perf_counter()
-        result = dask.compute(computation)[0]
+        result = dask.compute(computation, scheduler=client.get)[0]
         seconds = time.perf_counter() - start
-    return t.cross_site_bytes, seconds, _values(result)
+    return t.cross_site_bytes, seconds, _values(result), estimate
 
 
 def run_workflows(workers: int, names: list[str], directory: Path) -> list[Row]:
@@ -229,17 +257,78 @@ def run_workflows(workers: int, names: list[str], directory: Path) -> list[Row]:
         client.wait_for_workers(3 * workers, timeout=120)
         for name in names:
             expected = expected_values(name)
-            pooled_bytes, pooled_s, pooled_v = measure(client, name, pooled=True)
-            unpooled_bytes, unpooled_s, unpooled_v = measure(client, name, pooled=False)
+            pooled_bytes, pooled_s, pooled_v, estimate = measure(client, name, pooled=True)
+            unpooled_bytes, unpooled_s, unpooled_v, _ = measure(client, name, pooled=False)
             ok = all(np.allclose(v, expected, equal_nan=True) for v in (pooled_v, unpooled_v))
             row = Row(name, WORKFLOWS[name][0], pooled_bytes, unpooled_bytes, pooled_s, unpooled_s, ok)
+            row.explain_bytes = estimate
             print(
                 f"{name:13s} min {row.minimum:>9,.0f}  pooled {pooled_bytes:>10,d} ({row.ratio:5.2f}x)  "
+                f"explain {estimate:>10,d} ({row.explain_ratio:5.2f}x)  "
                 f"unpooled {unpooled_bytes:>10,d}  {pooled_s:5.2f}s / {unpooled_s:5.2f}s  equal={ok}",
                 flush=True,
             )
             rows.append(row)
     return rows
+
+
+#: Workflows that persist an input first: federated runs cannot (docs/federation.md).
+NOT_FEDERATED = {"persist_join", "persist_std"}
+
+
+def start_site_clusters(workers: int, directory: Path) -> dict[str, Any]:
+    """One plain cluster per site (own scheduler and worker processes, no resources)."""
+    from distributed import LocalCluster
+
+    clusters: dict[str, Any] = {}
+    try:
+        for site in (A, B, C):
+            clusters[site] = LocalCluster(
+                processes=True,
+                n_workers=workers,
+                threads_per_worker=1,
+                memory_limit="1GiB",
+                dashboard_address=":0",
+                worker_dashboard_address=":0",
+                local_directory=str(directory / site),
+            )
+    except BaseException:
+        for cluster in clusters.values():
+            cluster.close()
+        raise
+    return clusters
+
+
+def measure_federated(clients: dict[str, Any], name: str) -> tuple[int, np.ndarray]:
+    """Cross-site bytes (through the coordinator) and values of one federated run."""
+    computation = WORKFLOWS[name][1](make_data(pooled=True), lambda x: x)
+    with catalog_pools.federated(clients) as fed:
+        result = dask.compute(computation, scheduler=fed)[0]
+    return fed.runs[-1].cross_site_bytes, _values(result)
+
+
+def run_federated(workers: int, rows: list[Row], directory: Path) -> None:
+    """Fill each row's federated columns: one cluster per site, the coordinator in this process."""
+    from distributed import Client
+
+    clusters = start_site_clusters(workers, directory)
+    clients = {site: Client(c, set_as_default=False) for site, c in clusters.items()}
+    try:
+        for row in rows:
+            if row.workflow in NOT_FEDERATED:
+                continue
+            expected = expected_values(row.workflow)
+            row.federated_bytes, values = measure_federated(clients, row.workflow)
+            row.federated_equal = bool(np.allclose(values, expected, equal_nan=True))
+            print(
+                f"{row.workflow:13s} federated {row.federated_bytes:>10,d} "
+                f"({row.federated_ratio:5.2f}x one cluster)  equal={row.federated_equal}",
+                flush=True,
+            )
+    finally:
+        for site, site_client in clients.items():
+            site_client.close()
+            clusters[site].close()
 
 
 def _pooled_graph(n_tasks: int) -> tuple[Any, list[Any]]:
@@ -291,7 +380,19 @@ def write(out: Path, workers: int, rows: list[Row], costs: list[dict[str, float]
         "catalog_pools": getattr(catalog_pools, "__version__", "dev"),
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
-    payload = {**info, "workflows": [{**asdict(r), "ratio": r.ratio} for r in rows], "optimizer": costs}
+    payload = {
+        **info,
+        "workflows": [
+            {
+                **asdict(r),
+                "ratio": r.ratio,
+                "explain_ratio": r.explain_ratio,
+                "federated_ratio": r.federated_ratio,
+            }
+            for r in rows
+        ],
+        "optimizer": costs,
+    }
     out.with_suffix(".json").write_text(json.dumps(payload, indent=2))
     title = f"# Workflows over three sites, {workers} workers per site"
     lines = [title, "", f"{info['when']}, dask {info['dask']}", ""]
@@ -307,6 +408,8 @@ def write(out: Path, workers: int, rows: list[Row], costs: list[dict[str, float]
             f"| {'yes' if r.values_equal else 'NO'} |"
             for r in rows
         ]
+    if any(r.explain_bytes is not None for r in rows):
+        lines += ["", *_explain_table(rows)]
     if costs:
         lines += ["", "| tasks (graph) | dask optimize s | pooled s | ratio |", "|---:|---:|---:|---:|"]
         lines += [
@@ -315,12 +418,37 @@ def write(out: Path, workers: int, rows: list[Row], costs: list[dict[str, float]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
+def _explain_table(rows: list[Row]) -> list[str]:
+    """Measured pooled bytes, explain()'s estimate, and the federated run (where run)."""
+
+    def ratio(x: float | None) -> str:
+        return "" if x is None else f"{x:.2f}"
+
+    def equal(ok: bool | None) -> str:
+        return "not run" if ok is None else ("yes" if ok else "NO")
+
+    lines = [
+        "| workflow | measured pooled B | explain() B | explain / measured "
+        "| federated B | federated / one cluster | federated = xarray |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        fed = "" if r.federated_bytes is None else f"{r.federated_bytes:,d}"
+        explained = "" if r.explain_bytes is None else f"{r.explain_bytes:,d}"
+        lines.append(
+            f"| {r.workflow} | {r.pooled_bytes:,d} | {explained} | {ratio(r.explain_ratio)} "
+            f"| {fed} | {ratio(r.federated_ratio)} | {equal(r.federated_equal)} |"
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2, help="workers per site (0: no cluster)")
     parser.add_argument("--only", nargs="*", default=None, help="workflow names")
     parser.add_argument("--opt-sizes", nargs="*", type=int, default=[10_000, 100_000])
     parser.add_argument("--skip-optimizer", action="store_true")
+    parser.add_argument("--federated", action="store_true", help="also run federated: one cluster per site")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/workloads"))
     args = parser.parse_args(argv)
     names = args.only or list(WORKFLOWS)
@@ -328,6 +456,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.workers:
         with tempfile.TemporaryDirectory(prefix="workloads-") as directory:
             rows = run_workflows(args.workers, names, Path(directory))
+            if args.federated:
+                run_federated(args.workers, rows, Path(directory))
     costs = [] if args.skip_optimizer else [optimizer_cost(n) for n in args.opt_sizes]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write(args.out, args.workers, rows, costs)

@@ -11,6 +11,7 @@ is given. Nothing is computed and no data is read.
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Mapping
 from typing import Any
@@ -21,6 +22,7 @@ from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from dask.utils import key_split
 
 from ..engine.placement import assign_sites
+from ..engine.plan import relay
 from ..engine.sites import ANNOTATION, sites_of_resources, worker_sites
 from .plan import ANYWHERE, Join, Plan, Price, parse_price, prices_from_metadata
 from .report import CLIENT
@@ -44,9 +46,9 @@ def explain(
         ``dask.array.Array``, ``dask.delayed`` object.
     client
         A ``distributed.Client``. Optional: with it, keys already on the
-        cluster are located and sized by the scheduler, and a key needed by
-        several workers of another site counts once per worker that fetches it
-        (at most one per worker of that site), as distributed moves it.
+        cluster are located and sized by the scheduler, and the plan lists the
+        workers per site. A key used in another site counts once per
+        destination site (the engine relays it there once).
     prices
         Egress price per GB leaving each site: ``{site: "0.09 EUR"}``, or an
         opened catalog (or its ``metadata``) with ``sites.<site>.egress_per_gb``.
@@ -73,6 +75,7 @@ def explain(
         size = _chunk_bytes(key, graph)
         if size is not None:
             sizes[key] = size
+    _size_relays(optimized, dependencies, sizes)
     _add_persisted_edges(graph, dependencies)
     external = {d for deps in dependencies.values() for d in deps if d not in dependencies}
     if external and client is not None:
@@ -82,7 +85,7 @@ def explain(
         if outside:
             sites.update(_follow_outside_pins(dependencies, sites, outside, sizes))
     workers = _workers_per_site(client) if client is not None else {}
-    plan = _count(dependencies, sites, sizes, keys, workers)
+    plan = _count(dependencies, sites, sizes, keys)
     plan.layers_by_site = _steps_by_site(graph, dependencies, sites)
     plan.workers_by_site = workers
     plan.prices = _prices(prices)
@@ -168,7 +171,47 @@ def _chunk_bytes(key: Key, graph: Any) -> float | None:
         itemsize = np.dtype(dtype).itemsize
     except (IndexError, TypeError):
         return None
-    return None if math.isnan(n) else float(n * itemsize)  # NaN: unknown chunk sizes
+    if math.isnan(n):  # unknown chunk sizes
+        return None
+    return float(n * itemsize * _partial_fields(key[0]))
+
+
+#: dask's mean / var partials (``mean_chunk``, ``moment_combine-partial``, ...).
+_PARTIAL = re.compile(r"^(?:nan)?(mean|moment)_(?:chunk|combine)")
+
+
+def _partial_fields(name: str) -> int:
+    """Arrays per chunk of a reduction's partial results, each of the output's chunk shape.
+
+    dask's mean partial is ``{"n", "total"}`` (two float64 arrays) and its
+    moment partial (``var``/``std``) adds ``M``: the metadata describes only one.
+    """
+    match = _PARTIAL.match(key_split(name))
+    if match is None:
+        return 1
+    return 2 if match.group(1) == "mean" else 3
+
+
+def _size_relays(
+    optimized: HighLevelGraph, dependencies: Mapping[Key, set[Key]], sizes: dict[Key, float]
+) -> None:
+    """A relay and its source hold the same value: give both the size known for either.
+
+    The engine renames a relayed task's source (its key is then unknown to the
+    collection's metadata) and gives the original key to one relay.
+    """
+    relays = [
+        key
+        for layer in optimized.layers.values()
+        for key, task in layer.items()
+        if getattr(task, "func", None) is relay and len(dependencies.get(key, ())) == 1
+    ]
+    for key in relays:
+        (source,) = dependencies[key]
+        known = sizes.get(key, sizes.get(source))
+        if known is not None:
+            sizes.setdefault(key, known)
+            sizes.setdefault(source, known)
 
 
 def _steps_by_site(
@@ -265,7 +308,6 @@ def _count(
     sites: Mapping[Key, str],
     sizes: Mapping[Key, float],
     keys: list[Key],
-    workers: Mapping[str, int],
 ) -> Plan:
     """Tally tasks per site and the bytes of every dependency edge between sites."""
     plan = Plan()
@@ -285,18 +327,15 @@ def _count(
     pairs: Counter[tuple[str, str]] = Counter()
     for producer, by_site in consumers.items():
         src = where(producer)
-        for dst, n_tasks in by_site.items():
+        for dst in by_site:
             if dst == src:
                 continue
             size = sizes.get(producer)
             if size is None:
                 plan.unknown_sizes += 1
-            # distributed prefers no same-site holder: each worker of dst that
-            # runs a consumer may fetch the key from src (at most its workers).
-            fetches = min(n_tasks, workers.get(dst, 1)) if workers else 1
-            pairs[src, dst] += int(size or 0) * fetches
-            if ANYWHERE not in (src, dst):
-                plan.fan_out_bytes += int(size or 0) * (fetches - 1)
+            # Once per destination site: the engine gives a key used by several
+            # tasks of another site one relay there, which alone fetches it.
+            pairs[src, dst] += int(size or 0)
     for key in keys:
         pairs[where(key), CLIENT] += int(sizes.get(key) or 0)
     plan.by_site_pair = {pair: n for pair, n in pairs.items() if n or CLIENT not in pair}

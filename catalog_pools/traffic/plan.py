@@ -129,11 +129,6 @@ class Plan:
         ``{site: Price}`` of egress, if known.
     unknown_sizes
         Crossing edges whose size could not be estimated (counted as 0 bytes).
-    fan_out_bytes
-        Part of :attr:`cross_site_bytes` due to a key needed by several workers
-        of another site, counted once per such worker: distributed fetches it
-        from any holder, so some of these copies may come from a worker of the
-        same site instead (see :attr:`cross_site_range`).
     """
 
     by_site_pair: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -143,7 +138,6 @@ class Plan:
     workers_by_site: dict[str, int] = field(default_factory=dict)
     prices: dict[str, Price] = field(default_factory=dict)
     unknown_sizes: int = 0
-    fan_out_bytes: int = 0
 
     @property
     def cross_site_bytes(self) -> int:
@@ -153,11 +147,6 @@ class Plan:
             for (s, d), n in self.by_site_pair.items()
             if s != d and CLIENT not in (s, d) and ANYWHERE not in (s, d)
         )
-
-    @property
-    def cross_site_range(self) -> tuple[int, int]:
-        """``(each key crosses once per site, once per consuming worker)``."""
-        return self.cross_site_bytes - self.fan_out_bytes, self.cross_site_bytes
 
     @property
     def client_bytes(self) -> int:
@@ -208,9 +197,6 @@ class Plan:
         for pair, size, kind, cost in self._pair_rows() or [("none", "", "", "")]:
             lines.append(f"    {pair:32s} {size:>10s}  {kind:10s} {cost}".rstrip())
         lines.append(f"  cross-site bytes: {format_bytes(self.cross_site_bytes)} ({self.cross_site_bytes} B)")
-        if self.fan_out_bytes:
-            low = self.cross_site_range[0]
-            lines.append(f"    ({format_bytes(low)} if each key crosses once per site: fan-out)")
         for currency, amount in sorted(self.total_cost().items()):
             lines.append(f"  egress cost: {amount:.4g} {currency}".rstrip())
         for join in self.joins:
