@@ -65,14 +65,24 @@ def _arrow(
 def plot_plan(plan: Plan, path: Path, title: str | None = None) -> Path:
     """Draw ``plan`` to the PNG ``path``; returns ``path``."""
     sites = plan.sites
-    colours = site_colours(sites)
     pos = _positions(sites)
     fig = _figure(figsize=(max(7.0, 3.2 * len(sites)), 6.0), dpi=110)
     ax = fig.add_axes((0.0, 0.0, 1.0, 0.92))
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.axis("off")
-    for site in sites:
+    _draw_boxes(ax, plan, pos, site_colours(sites))
+    for (src, dst), n in sorted(plan.by_site_pair.items()):
+        if src in pos and dst in pos and src != dst and n:
+            _draw_crossing(ax, plan, pos, src, dst, n)
+    fig.suptitle(title or f"plan: {format_bytes(plan.cross_site_bytes)} will cross sites", fontsize=11)
+    fig.savefig(path)
+    return path
+
+
+def _draw_boxes(ax: Any, plan: Plan, pos: dict[str, tuple[float, float]], colours: dict[str, str]) -> None:
+    """One box per site (tasks and steps), and the client's when results go there."""
+    for site in plan.sites:
         x, y = pos[site]
         ax.text(
             x,
@@ -95,34 +105,32 @@ def plot_plan(plan: Plan, path: Path, title: str | None = None) -> Path:
             color="white",
             bbox={"boxstyle": "round,pad=0.5", "fc": _CLIENT_COLOUR, "ec": _CLIENT_COLOUR},
         )
-    for (src, dst), n in sorted(plan.by_site_pair.items()):
-        if src not in pos or dst not in pos or src == dst or not n:
-            continue
-        to_client = dst == CLIENT
-        rad = 0.0 if to_client else (0.25 if src < dst else -0.25)
-        (x0, y0), (x1, y1) = pos[src], pos[dst]
-        # From the edge of the source box to the edge of the destination box.
-        if to_client:
-            start, end = (x0, y0 + 0.13), (x1, y1 - 0.04)
-        else:
-            step = 0.13 if x1 > x0 else -0.13
-            start, end = (x0 + step, y0 + 0.03), (x1 - step, y1 + 0.03)
-        _arrow(ax, start, end, n, _CLIENT_COLOUR if to_client else _CROSS, rad)
-        label = format_bytes(n)
-        cost = plan.cost(src, dst)
-        if cost:
-            label += f"\n{cost}"
-        offset = 0.0 if to_client else (0.08 if src < dst else -0.08)
-        ax.text(
-            (x0 + x1) / 2,
-            (y0 + y1) / 2 + offset,
-            label,
-            ha="center",
-            va="center",
-            fontsize=9,
-            color=_CLIENT_COLOUR if to_client else _CROSS,
-            bbox={"fc": "white", "ec": "none", "alpha": 0.8},
-        )
-    fig.suptitle(title or f"plan: {format_bytes(plan.cross_site_bytes)} will cross sites", fontsize=11)
-    fig.savefig(path)
-    return path
+
+
+def _draw_crossing(
+    ax: Any, plan: Plan, pos: dict[str, tuple[float, float]], src: str, dst: str, n: int
+) -> None:
+    """An arrow from box edge to box edge, labelled with the bytes (and cost)."""
+    to_client = dst == CLIENT
+    rad = 0.0 if to_client else (0.25 if src < dst else -0.25)
+    (x0, y0), (x1, y1) = pos[src], pos[dst]
+    if to_client:
+        start, end = (x0, y0 + 0.13), (x1, y1 - 0.04)
+    else:
+        step = 0.13 if x1 > x0 else -0.13
+        start, end = (x0 + step, y0 + 0.03), (x1 - step, y1 + 0.03)
+    colour = _CLIENT_COLOUR if to_client else _CROSS
+    _arrow(ax, start, end, n, colour, rad)
+    cost = plan.cost(src, dst)
+    label = format_bytes(n) + (f"\n{cost}" if cost else "")
+    offset = 0.0 if to_client else (0.08 if src < dst else -0.08)
+    ax.text(
+        (x0 + x1) / 2,
+        (y0 + y1) / 2 + offset,
+        label,
+        ha="center",
+        va="center",
+        fontsize=9,
+        color=colour,
+        bbox={"fc": "white", "ec": "none", "alpha": 0.8},
+    )
