@@ -25,12 +25,13 @@ from distributed import Client
 
 import catalog_pools
 from catalog_pools import pool
-from catalog_pools.catalog import open_catalog
+from catalog_pools.catalog import load_from_catalog, open_catalog
+from catalog_pools.catalog.replicas import ReplicaStore
 from catalog_pools.cluster import LocalSitesCluster
 from catalog_pools.cluster.isolation import ensure_site_user, isolation_available, make_site_dir
 from catalog_pools.engine.replicas import choose_replicas, replica_sites
 from catalog_pools.engine.sites import REPLICAS
-from catalog_pools.errors import CatalogError, SiteUnavailableError
+from catalog_pools.errors import CatalogError, ForeignSiteError, SiteUnavailableError
 from catalog_pools.traffic import traffic
 
 ENV = {"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "50"}
@@ -128,9 +129,11 @@ def test_replica_of_another_format_or_under_another_sites_root(tmp_path: Path) -
         """,
     )
     cat = open_catalog(cat_file)
-    with pytest.raises(CatalogError, match="site_zarr .* only, not site_netcdf"):
+    with pytest.raises(CatalogError, match=r"site_zarr .* only, not site_netcdf"):
         cat.netcdf.to_dask()
-    with pytest.raises(CatalogError, match="replicas.eumetsat: .*q.zarr lies under a root of site 'ecmwf'"):
+    with pytest.raises(
+        CatalogError, match=r"replicas\.eumetsat: .*q\.zarr lies under a root of site 'ecmwf'"
+    ):
         cat.misplaced.to_dask()
 
 
@@ -147,6 +150,10 @@ def test_opened_from_the_readable_copy_with_every_replica_site(tmp_path: Path) -
         "eumetsat": str(replica),
     }
     xr.testing.assert_equal(ds.compute(), predictions())
+    # found from either copy's path
+    for path in (replica, tmp_path / "ecmwf" / "p.zarr"):
+        found = load_from_catalog(path, cat_file)
+        assert set(replica_sites(found.air_pressure).values()) == {("ecmwf", "eumetsat")}
 
 
 # ------------------------------------------------------------------ placement (optimizer)
@@ -221,6 +228,12 @@ def test_join_runs_at_the_replica_site_and_only_the_result_moves(
     assert report.bytes_read_by_site == {"ecmwf": 0, "eumetsat": report.bytes_read_by_site["eumetsat"]}
     assert report.bytes_read_by_site["eumetsat"] >= observations().air_pressure.nbytes
 
+    # a load on a worker of no replica site refuses to read: no copy is its site's
+    copies = {"ewc": (str(shared_replicas), {}), "dwd": (str(shared_replicas), {})}
+    future = client.submit(lambda: ReplicaStore(copies, "ewc").site(), pure=False)
+    with pytest.raises(ForeignSiteError, match="pinned to site 'ewc'"):
+        future.result(timeout=30)
+
     # the same dataset alone is read from the primary copy
     with traffic(client) as alone:
         mean = float(cat.predictions.to_dask().air_pressure.mean().compute())
@@ -255,9 +268,9 @@ def own_sites() -> Iterator[tuple[Path, dict[str, Path], dict[str, str]]]:
 
 def _series_catalog(root: Path, dirs: dict[str, Path]) -> Path:
     enc = {"t": {"chunks": (1, 50)}}
-    for site in dirs:
-        _series().to_zarr(dirs[site] / "t.zarr", mode="w", zarr_format=3, encoding=enc)
-        for p in [dirs[site] / "t.zarr", *(dirs[site] / "t.zarr").rglob("*")]:
+    for d in dirs.values():
+        _series().to_zarr(d / "t.zarr", mode="w", zarr_format=3, encoding=enc)
+        for p in [d / "t.zarr", *(d / "t.zarr").rglob("*")]:
             p.chmod(0o755 if p.is_dir() else 0o644)
     return replicated_catalog(
         root / "cat.yaml", dirs["ecmwf"] / "t.zarr", dirs["eumetsat"] / "t.zarr", **dirs
@@ -318,6 +331,8 @@ def test_primary_site_absent_and_no_replica_site_left(own_sites: Any, tmp_path: 
             """,
         )
         pred = open_catalog(nowhere).predictions.to_dask()
-        with dask.config.set({"catalog_pools.no-worker-timeout": "1s"}):
-            with pytest.raises(SiteUnavailableError, match="site 'ecmwf' nor of its replica sites 'ewc'"):
-                pred.air_pressure.mean().compute()
+        with (
+            dask.config.set({"catalog_pools.no-worker-timeout": "1s"}),
+            pytest.raises(SiteUnavailableError, match="site 'ecmwf' nor of its replica sites 'ewc'"),
+        ):
+            pred.air_pressure.mean().compute()

@@ -131,7 +131,7 @@ class ReplicaStore(WrapperStore[Any]):
                 return site
         raise ForeignSiteError(next(iter(self.copies)), worker, sites)
 
-    @property  # type: ignore[override]
+    @property
     def _store(self) -> Any:
         site = self.site()
         store = self._stores.get(site)
@@ -174,7 +174,7 @@ def open_replicated(copies: Copies, chunks: Any, xarray_kwargs: dict[str, Any]) 
         store = ReplicaStore(copies, site)
         try:
             with dask.annotate(**{REPLICAS: tuple(copies)}):
-                return xr.open_dataset(store, engine="zarr", chunks=chunks, **xarray_kwargs)
+                return xr.open_dataset(store, engine="zarr", chunks=chunks, **xarray_kwargs)  # type: ignore[arg-type]
         except OSError as exc:
             error = exc
     if error is None:
@@ -258,3 +258,18 @@ def open_copies(source: Any, opener: Any, kwargs: Mapping[str, Any], open_on: st
         source.catalog_file,
         source.label,
     )
+
+
+def replica_urls(entry: Any) -> list[str]:
+    """The urlpaths of an intake catalog entry's replicas (``[]`` if none or malformed)."""
+    try:
+        replicas = (entry.describe().get("metadata") or {}).get("replicas")
+    except Exception:  # a broken entry: lookup goes on with the others
+        return []
+    if not isinstance(replicas, Mapping):
+        return []
+    return [
+        r["urlpath"]
+        for r in replicas.values()
+        if isinstance(r, Mapping) and isinstance(r.get("urlpath"), str)
+    ]

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import math
-from collections import Counter
 from collections.abc import Collection, Hashable, Mapping
 from typing import Any
 
@@ -52,20 +51,20 @@ def choose_replicas(hlg: Any) -> Any:
     from dask.highlevelgraph import HighLevelGraph
 
     groups: dict[tuple[str, ...], list[str]] = {}
-    held: Counter[str] = Counter()
+    held: dict[str, float] = {}
     for name, layer in hlg.layers.items():
         ann = layer.annotations or {}
         if ann.get(REPLICAS):
             groups.setdefault(tuple(ann[REPLICAS]), []).append(name)
         elif (pin := pin_of(ann))[0] and pin[1] is not None:
-            held[pin[1]] += layer_nbytes(layer)
+            held[pin[1]] = held.get(pin[1], 0.0) + layer_nbytes(layer)
     if not groups:
         return hlg
     sizes = {reps: sum(layer_nbytes(hlg.layers[n]) for n in names) for reps, names in groups.items()}
     layers = dict(hlg.layers)
     for reps in sorted(groups, key=lambda r: (-sizes[r], r)):
         site = pick_replica(reps, held)
-        held[site] += sizes[reps]
+        held[site] = held.get(site, 0.0) + sizes[reps]
         for name in groups[reps]:
             layer = copy.copy(layers[name])
             ann = dict(layer.annotations)
