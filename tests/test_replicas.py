@@ -336,3 +336,24 @@ def test_primary_site_absent_and_no_replica_site_left(own_sites: Any, tmp_path: 
             pytest.raises(SiteUnavailableError, match="site 'ecmwf' nor of its replica sites 'ewc'"),
         ):
             pred.air_pressure.mean().compute()
+
+
+def test_check_verifies_each_copy_and_their_structure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from catalog_pools import cli
+
+    primary = write(predictions(), tmp_path / "ecmwf" / "p.zarr", "zarr3")
+    same = write(predictions(), tmp_path / "eumetsat" / "p.zarr", "zarr3")
+    roots = {"ecmwf": tmp_path / "ecmwf", "eumetsat": tmp_path / "eumetsat"}
+    assert cli.main(["check", str(replicated_catalog(tmp_path / "ok.yaml", primary, same, **roots))]) == 0
+    assert f"OK           predictions  (site_zarr)  site=ecmwf  {primary} {same}" in capsys.readouterr().out
+
+    other = tmp_path / "eumetsat" / "other.zarr"
+    predictions().to_zarr(other, zarr_format=3, encoding={"air_pressure": {"chunks": (1, 1, 8, 6)}})
+    assert cli.main(["check", str(replicated_catalog(tmp_path / "bad.yaml", primary, other, **roots))]) == 1
+    assert "the copies of ecmwf and eumetsat differ in air_pressure" in "".join(capsys.readouterr())
+
+    gone = tmp_path / "eumetsat" / "gone.zarr"
+    cli.main(["check", str(replicated_catalog(tmp_path / "gone.yaml", primary, gone, **roots))])
+    assert f"copy of eumetsat: {gone} does not exist" in "".join(capsys.readouterr())

@@ -273,3 +273,37 @@ def replica_urls(entry: Any) -> list[str]:
         for r in replicas.values()
         if isinstance(r, Mapping) and isinstance(r.get("urlpath"), str)
     ]
+
+
+def _structure(urlpath: str, storage_options: Mapping[str, Any]) -> dict[str, Any]:
+    """Variables of a zarr store with their dims, shapes, chunks and dtypes (metadata only)."""
+    import xarray as xr
+
+    with xr.open_dataset(make_store(urlpath, storage_options), engine="zarr", chunks=None) as ds:  # type: ignore[arg-type]
+        return {
+            name: (v.dims, v.shape, v.encoding.get("chunks"), str(v.dtype))
+            for name, v in ds.variables.items()
+        }
+
+
+def structure_mismatch(copies: Copies) -> str | None:
+    """How the copies differ in variables, shapes, chunks or dtypes; ``None`` if they match.
+
+    Copies that cannot be read from here are not compared.
+    """
+    found: dict[str, dict[str, Any]] = {}
+    for site, (url, so) in copies.items():
+        try:
+            found[site] = _structure(url, so)
+        except Exception:  # unreadable here (site-private, offline): nothing to compare
+            continue
+    if len(found) < 2:
+        return None
+    (first, ref), *others = found.items()
+    for site, struct in others:
+        if struct == ref:
+            continue
+        names = sorted(set(ref) ^ set(struct)) or sorted(n for n in ref if ref[n] != struct[n])
+        what = ", ".join(names)
+        return f"the copies of {first} and {site} differ in {what} (variables, shapes, chunks or dtypes)"
+    return None
