@@ -133,7 +133,7 @@ def load_from_catalog(
     cat = _catalog(catalog)
     target = normalize(path)
     for info in walk_entries(cat):
-        urls = [(info.args or {}).get("urlpath"), *replica_urls(info.entry)]
+        urls = [(info.args or {}).get("urlpath"), *replica_urls(info.entry, info.catalog)]
         if any(isinstance(url, str) and normalize(url) == target for url in urls):
             logger.debug("%s is entry %s of %s", path, info.label, info.file)
             return info.entry(**kwargs).to_dask()

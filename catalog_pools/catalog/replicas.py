@@ -200,7 +200,7 @@ def source_copies(source: Any) -> Copies:
     from .siting import _root_site
 
     copies = parse_replicas(
-        declared["replicas"],
+        rendered(declared["replicas"], source.cat),
         source.site,
         type(source).name,
         source.urlpath,
@@ -260,10 +260,28 @@ def open_copies(source: Any, opener: Any, kwargs: Mapping[str, Any], open_on: st
     )
 
 
-def replica_urls(entry: Any) -> list[str]:
+def rendered(replicas: Any, catalog: Any) -> Any:
+    """``replicas`` with each urlpath's templates rendered as the entry's args are.
+
+    intake renders ``{{ CATALOG_DIR }}`` and ``{{ env(...) }}`` in ``args`` but
+    not in ``metadata``; relative paths are taken from the catalog's directory.
+    """
+    from .siting import expand_root
+
+    if not isinstance(replicas, Mapping) or catalog is None:
+        return replicas
+    return {
+        site: {**value, "urlpath": expand_root(value["urlpath"], catalog)}
+        if isinstance(value, Mapping) and isinstance(value.get("urlpath"), str)
+        else value
+        for site, value in replicas.items()
+    }
+
+
+def replica_urls(entry: Any, catalog: Any = None) -> list[str]:
     """The urlpaths of an intake catalog entry's replicas (``[]`` if none or malformed)."""
     try:
-        replicas = (entry.describe().get("metadata") or {}).get("replicas")
+        replicas = rendered((entry.describe().get("metadata") or {}).get("replicas"), catalog)
     except Exception:  # a broken entry: lookup goes on with the others
         return []
     if not isinstance(replicas, Mapping):
@@ -279,7 +297,7 @@ def _structure(urlpath: str, storage_options: Mapping[str, Any]) -> dict[str, An
     """Variables of a zarr store with their dims, shapes, chunks and dtypes (metadata only)."""
     import xarray as xr
 
-    with xr.open_dataset(make_store(urlpath, storage_options), engine="zarr", chunks=None) as ds:  # type: ignore[arg-type]
+    with xr.open_dataset(make_store(urlpath, storage_options), engine="zarr", chunks=None) as ds:
         return {
             name: (v.dims, v.shape, v.encoding.get("chunks"), str(v.dtype))
             for name, v in ds.variables.items()
