@@ -357,3 +357,26 @@ def test_check_verifies_each_copy_and_their_structure(
     gone = tmp_path / "eumetsat" / "gone.zarr"
     cli.main(["check", str(replicated_catalog(tmp_path / "gone.yaml", primary, gone, **roots))])
     assert f"copy of eumetsat: {gone} does not exist" in "".join(capsys.readouterr())
+
+
+def test_demo_with_replicas_moves_only_the_result(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    cmd = [
+        sys.executable,
+        str(repo / "examples" / "demo.py"),
+        "--scale",
+        "small",
+        "--replicas",
+        "--no-progress",
+    ]
+    cmd += ["--data", str(tmp_path / "data"), "--out", str(tmp_path / "out")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["cross_site_bytes"] == 0
+    assert report["tasks_by_site"]["ecmwf"] == 0 and report["bytes_read_by_site"]["ecmwf"] == 0
+    assert report["client_bytes"] >= report["result_nbytes"] and report["max_abs_vs_plain_xarray"] == 0.0
