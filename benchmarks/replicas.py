@@ -87,6 +87,7 @@ def measure(client: Any, make: Any, repeat: int, kill: Any = None) -> tuple[Any,
         "client": last.client_bytes,
         "time": statistics.median(r.wall_time for r in rows),
         "tasks": dict(last.tasks_by_site),
+        "pairs": {f"{s}->{d}": n for (s, d), n in last.by_site_pair.items() if s != d},
     }
 
 
@@ -119,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
                 result, row = measure(client, lambda p=path: open_join(p), args.repeat)
                 xr.testing.assert_allclose(result, expected, rtol=1e-6)
                 rows.append((name, row))
-        with LocalSitesCluster(SITES) as cluster, Client(cluster) as client:
+        # respawn off: a killed worker must stay dead (a respawned one would take work back)
+        with LocalSitesCluster(SITES, respawn=False) as cluster, Client(cluster) as client:
             from catalog_pools import open_catalog
 
             pred = open_catalog(str(REPO / "catalogs" / "replicas.yaml")).predictions.to_dask()
@@ -138,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'case':<26s} {'cross-site bytes':>17s} {'to client':>10s} {'time s':>7s}  tasks by site")
     for name, row in rows:
         print(f"{name:<26s} {row['cross']:>17d} {row['client']:>10d} {row['time']:>7.2f}  {row['tasks']}")
+        print(f"{'':<26s} transfers between locations: {row['pairs']}")
     print("values equal to plain xarray in every row")
     return 0
 

@@ -17,7 +17,7 @@ import numpy as np
 from dask.highlevelgraph import HighLevelGraph
 
 from .placement import topological_order
-from .sites import ANNOTATION, NBYTES, ORIGIN, RELAY, WAIT, other_resources, pin_of
+from .sites import ANNOTATION, NBYTES, ORIGIN, RELAY, REPLICAS, WAIT, other_resources, pin_of
 
 Key = Hashable
 
@@ -144,8 +144,8 @@ def spread_layer_pins(hlg: HighLevelGraph) -> HighLevelGraph:
 
 
 def _is_pure_pin(annotations: Mapping[str, Any]) -> bool:
-    """Annotations that say only "pinned to one site" (nothing else to copy)."""
-    if set(annotations) != {ANNOTATION, "resources"} or annotations[ANNOTATION] is None:
+    """Annotations that say only "pinned to one site" (and, for replicated data, its replica sites)."""
+    if set(annotations) - {REPLICAS} != {ANNOTATION, "resources"} or annotations[ANNOTATION] is None:
         return False
     pinned, site = pin_of(annotations)
     return pinned and site is not None and len(annotations["resources"]) == 1
