@@ -283,7 +283,11 @@ def test_every_primary_worker_killed_mid_compute(own_sites: Any) -> None:
     cat_file = _series_catalog(root, dirs)
     with (
         LocalSitesCluster(
-            {"ecmwf": 1, "eumetsat": 1}, users=users or None, env=ENV, local_directory=root / "c"
+            {"ecmwf": 1, "eumetsat": 1},
+            users=users or None,
+            env=ENV,
+            respawn=False,
+            local_directory=root / "c",
         ) as cluster,
         Client(cluster) as client,
     ):
