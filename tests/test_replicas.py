@@ -144,6 +144,7 @@ def test_opened_from_the_readable_copy_with_every_replica_site(tmp_path: Path) -
     src = open_catalog(cat_file).predictions
     ds = src.to_dask()
     assert catalog_pools.pool_of(ds) == "ecmwf"  # the primary, until a computation chooses
+    assert catalog_pools.replicas_of(ds.air_pressure.mean()) == ("ecmwf", "eumetsat")
     assert set(replica_sites(ds.air_pressure).values()) == {("ecmwf", "eumetsat")}
     assert src.describe()["replicas"] == {
         "ecmwf": str(tmp_path / "ecmwf" / "p.zarr"),

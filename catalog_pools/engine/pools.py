@@ -9,7 +9,7 @@ from typing import Any
 import dask
 
 from ..errors import QueryPlanningError
-from .sites import ANNOTATION, pin_of, site_resources, validate_site
+from .sites import ANNOTATION, REPLICAS, pin_of, site_resources, validate_site
 
 
 def check_query_planning() -> None:
@@ -100,3 +100,16 @@ def pool_of(collection: Any) -> str | None:
     if len(found) > 1:
         raise ValueError(f"collection combines several sites {sorted(found)}; use pools_in()")
     return next(iter(found), None)
+
+
+def replicas_of(collection: Any) -> tuple[str, ...]:
+    """Every site holding a copy of ``collection``'s replicated data, primary first.
+
+    ``()`` when nothing in it is replicated (catalog ``metadata.replicas``).
+    :func:`pool_of` gives the primary; a computation may read any of these.
+    """
+    graph = collection.__dask_graph__()
+    found: list[str] = []
+    for layer in getattr(graph, "layers", {}).values():
+        found += [s for s in (layer.annotations or {}).get(REPLICAS) or () if s not in found]
+    return tuple(found)
