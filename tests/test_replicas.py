@@ -385,3 +385,29 @@ def test_demo_with_replicas_moves_only_the_result(tmp_path: Path) -> None:
     assert report["cross_site_bytes"] == 0
     assert report["tasks_by_site"]["ecmwf"] == 0 and report["bytes_read_by_site"]["ecmwf"] == 0
     assert report["client_bytes"] >= report["result_nbytes"] and report["max_abs_vs_plain_xarray"] == 0.0
+
+
+def test_the_contract_form_with_an_object_store_mirror(tmp_path: Path) -> None:
+    """The issue's catalog form, exactly: the mirror is never contacted while the primary is readable."""
+    primary = write(predictions(), tmp_path / "ecmwf" / "predictions.zarr", "zarr3")
+    cat_file = write_catalog(
+        tmp_path / "cat.yaml",
+        f"""
+        sources:
+          predictions:
+            driver: site_zarr
+            args: {{urlpath: "{primary}", chunks: {{}}}}
+            metadata:
+              site: ecmwf
+              replicas:
+                eumetsat: {{urlpath: "s3://eumetsat-mirror/predictions.zarr",
+                           storage_options: {{anon: true}}}}
+        """,
+    )
+    src = open_catalog(cat_file).predictions
+    start = time.monotonic()
+    ds = src.to_dask()
+    assert catalog_pools.replicas_of(ds) == ("ecmwf", "eumetsat")
+    assert src.describe()["replicas"]["eumetsat"] == "s3://eumetsat-mirror/predictions.zarr"
+    xr.testing.assert_equal(ds.compute(scheduler="sync"), predictions())
+    assert time.monotonic() - start < 10

@@ -163,9 +163,12 @@ def open_replicated(copies: Copies, chunks: Any, xarray_kwargs: dict[str, Any]) 
 
     On a worker, only the copy of the worker's site is tried. Its load tasks
     are annotated with every replica site (:data:`~catalog_pools.engine.sites.REPLICAS`).
-    Raises the last copy's ``OSError`` when no copy can be read here.
+    Raises the last copy's error when no copy can be read here (``OSError``,
+    or a connection error of an fsspec backend).
     """
     import xarray as xr
+
+    from .opening import _unreadable
 
     running = current_site()
     order = list(copies) if running is None else [s for s in running[1] if s in copies][:1]
@@ -175,7 +178,9 @@ def open_replicated(copies: Copies, chunks: Any, xarray_kwargs: dict[str, Any]) 
         try:
             with dask.annotate(**{REPLICAS: tuple(copies)}):
                 return xr.open_dataset(store, engine="zarr", chunks=chunks, **xarray_kwargs)  # type: ignore[arg-type]
-        except OSError as exc:
+        except Exception as exc:
+            if not _unreadable(exc):  # not "cannot be read from here": a real problem
+                raise
             error = exc
     if error is None:
         raise PermissionError(f"this worker serves none of the replica sites {sorted(copies)}")
