@@ -229,6 +229,15 @@ def test_join_runs_at_the_replica_site_and_only_the_result_moves(
     assert report.bytes_read_by_site == {"ecmwf": 0, "eumetsat": report.bytes_read_by_site["eumetsat"]}
     assert report.bytes_read_by_site["eumetsat"] >= observations().air_pressure.nbytes
 
+    # joined with persisted observations (outside the graph): the scheduler chooses the copy
+    obs = cat.observations.to_dask().air_pressure.persist()
+    pred = cat.predictions.to_dask().air_pressure
+    with traffic(client) as persisted:
+        result = (pred.mean("realization").isel(height=1) - obs).compute()
+    xr.testing.assert_allclose(result, _expected_join(), rtol=1e-6)
+    assert persisted.cross_site_bytes == 0 and persisted.tasks_by_site["ecmwf"] == 0
+    del obs
+
     # a load on a worker of no replica site refuses to read: no copy is its site's
     copies = {"ewc": (str(shared_replicas), {}), "dwd": (str(shared_replicas), {})}
     future = client.submit(lambda: ReplicaStore(copies, "ewc").site(), pure=False)

@@ -14,7 +14,7 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 from .._compat.distributed_internals import err_task, replace_exception, set_task_site, unrunnable
 from ..errors import SiteUnavailableError
 from .placement import assign_sites
-from .replicas import fail_over_site
+from .replicas import fail_over_site, rechoose_replicas
 from .sites import (
     ANNOTATION,
     NBYTES,
@@ -95,6 +95,7 @@ class PoolsSchedulerPlugin(SchedulerPlugin):
         # Tasks of earlier graphs (running, in memory) keep their place.
         new = {k: ts for k in tasks if (ts := scheduler.tasks.get(k)) is not None and ts.state == "released"}
         if dask.config.get("catalog_pools.propagate", True):
+            rechoose_replicas(new, held_site)
             self._place_after_cluster_data(new)
         if dask.config.get("catalog_pools.co-assign", True):
             self._co_assign_roots(scheduler, new)

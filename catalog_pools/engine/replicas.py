@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .sites import ANNOTATION, REPLICAS, pin_of, site_resources
+from .sites import ANNOTATION, NBYTES, ORIGIN, REPLICAS, pin_of, site_resources
 
 
 def layer_nbytes(layer: Any) -> float:
@@ -89,3 +89,38 @@ def replica_sites(collection: Any) -> dict[Hashable, tuple[str, ...]]:
         for n, layer in layers.items()
         if (layer.annotations or {}).get(REPLICAS)
     }
+
+
+def rechoose_replicas(new: Mapping[Hashable, Any], held_site: Any) -> None:
+    """Choose replica sites again for new scheduler tasks that use data already on the cluster.
+
+    The optimizer cannot see persisted inputs (their keys are outside the
+    graph); here their real sizes and sites are known. ``new`` maps keys to
+    scheduler ``TaskState``s; ``held_site(ts)`` is where a key is. Replicated
+    tasks are moved together, before propagated tasks are placed after them.
+    """
+    from .._compat.distributed_internals import set_task_site
+
+    replicated = {k: ts for k, ts in new.items() if (ts.annotations or {}).get(REPLICAS)}
+    if not replicated:
+        return
+    held: dict[str, float] = {}
+    outside = False
+    for key, ts in new.items():
+        for dep in ts.dependencies:
+            if dep.key not in new and (site := held_site(dep)) is not None:
+                outside = True
+                held[site] = held.get(site, 0.0) + float(dep.nbytes if dep.nbytes and dep.nbytes > 0 else 1)
+        ann = ts.annotations or {}
+        pinned = key not in replicated and ann.get(ORIGIN) is None and not ts.dependencies
+        if pinned and (site := pin_of(ann, ts.resource_restrictions)[1]) is not None:
+            held[site] = held.get(site, 0.0) + float(ann.get(NBYTES) or 1)
+    if not outside:
+        return  # everything was in the graph: the optimizer's choice stands
+    for reps in {tuple(ts.annotations[REPLICAS]) for ts in replicated.values()}:
+        site = pick_replica(reps, held)
+        for ts in replicated.values():
+            if tuple(ts.annotations[REPLICAS]) == reps and ts.annotations.get(ANNOTATION) != site:
+                set_task_site(
+                    ts, site_resources(site, ts.resource_restrictions), {**ts.annotations, ANNOTATION: site}
+                )
