@@ -187,11 +187,6 @@ def open_replicated(copies: Copies, chunks: Any, xarray_kwargs: dict[str, Any]) 
     raise error
 
 
-def replicas_error(file: str | None, entry: str | None) -> Any:
-    """The ``error(problem)`` callable :func:`parse_replicas` takes."""
-    return lambda problem: CatalogError(problem, file, entry)
-
-
 def source_copies(source: Any) -> Copies:
     """The copies of a :class:`~catalog_pools.catalog.sources.SiteXarraySource`; ``{}`` if not replicated.
 

@@ -9,7 +9,7 @@ from typing import Any
 import dask
 
 from ..errors import QueryPlanningError
-from .sites import ANNOTATION, REPLICAS, pin_of, site_resources, validate_site
+from .sites import ANNOTATION, pin_of, site_resources, validate_site
 
 
 def check_query_planning() -> None:
@@ -108,8 +108,9 @@ def replicas_of(collection: Any) -> tuple[str, ...]:
     ``()`` when nothing in it is replicated (catalog ``metadata.replicas``).
     :func:`pool_of` gives the primary; a computation may read any of these.
     """
-    graph = collection.__dask_graph__()
+    from .replicas import replica_sites
+
     found: list[str] = []
-    for layer in getattr(graph, "layers", {}).values():
-        found += [s for s in (layer.annotations or {}).get(REPLICAS) or () if s not in found]
+    for sites in replica_sites(collection).values():
+        found += [s for s in sites if s not in found]
     return tuple(found)
