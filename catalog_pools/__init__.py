@@ -32,7 +32,7 @@ from .engine.install import (
     propagate_pools,
     use_pooled_optimizers,
 )
-from .engine.pools import current_pool, pool, pool_of, pools_in
+from .engine.pools import current_pool, pool, pool_of, pools_in, replicas_of
 from .engine.sites import resource_name, validate_site, worker_command, worker_sites
 from .errors import (
     CatalogError,
@@ -68,6 +68,7 @@ __all__ = [
     "pool_of",
     "pools_in",
     "propagate_pools",
+    "replicas_of",
     "resource_name",
     "validate_site",
     "worker_command",

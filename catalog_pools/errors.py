@@ -76,13 +76,16 @@ class SiteUnavailableError(RuntimeError):
         waited: float,
         address: str = "SCHEDULER_ADDRESS",
         failed_at: float | None = None,
+        replicas: tuple[str, ...] = (),
     ) -> None:
         self.site, self.key, self.waited, self.address = site, key, waited, address
-        self.failed_at = failed_at
+        self.failed_at, self.replicas = failed_at, tuple(replicas)
         fix = f"Add a worker to the site with: {worker_command(site, address)}"
+        # a replicated load could have run at any of its replica sites
+        also = f" nor of its replica sites {', '.join(map(repr, replicas))}" if replicas else ""
         if failed_at is None:
             message = (
-                f"no worker of site {site!r} is connected, so task {key} (pinned to "
+                f"no worker of site {site!r}{also} is connected, so task {key} (pinned to "
                 f"{site!r}) cannot run; waited {waited:g} s "
                 f"(dask config 'catalog_pools.no-worker-timeout'). {fix}"
             )
@@ -97,7 +100,7 @@ class SiteUnavailableError(RuntimeError):
         super().__init__(message)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.site, self.key, self.waited, self.address, self.failed_at))
+        return (type(self), (self.site, self.key, self.waited, self.address, self.failed_at, self.replicas))
 
 
 class SiteClusterUnavailableError(SiteUnavailableError):

@@ -1,7 +1,7 @@
 """Compare ECMWF predictions with EUMETSAT observations without moving the bulk data.
 
     python examples/demo.py [--scale demo|small|seed] [--out demo-output/]
-                            [--scheduler ADDR] [--data DIR]
+                            [--scheduler ADDR] [--data DIR] [--replicas]
 
 1. generates the synthetic data if it is missing (:mod:`catalog_pools.datagen.synthetic`);
 2. starts a local two-site cluster, ``LocalSitesCluster({"ecmwf": 2,
@@ -19,6 +19,10 @@
 The data root and ``--out`` may hold your files: the demo writes only paths it
 created (a manifest records them), each through a temporary name and an atomic
 rename, and otherwise stops before any work, naming the path (docs/security.md).
+
+``--replicas`` mirrors the predictions at EUMETSAT (``<data>/eumetsat-mirror``)
+and opens ``catalogs/replicas.yaml``: the join then runs wholly at EUMETSAT and
+only the result leaves it (docs/catalog.md, "Replicas").
 
 See docs/demo.md.
 """
@@ -43,6 +47,7 @@ logger = logging.getLogger("catalog_pools.demo")
 
 REPO = Path(__file__).resolve().parent.parent
 CATALOG = REPO / "catalogs" / "multicloud.yaml"
+REPLICAS_CATALOG = REPO / "catalogs" / "replicas.yaml"
 SITES = {"ecmwf": 2, "eumetsat": 2}
 OUTPUTS = ("difference.png", "traffic.png", "difference.nc", "report.json")
 #: Records what the demo wrote in ``--out``; files it did not write are never replaced.
@@ -75,6 +80,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--timeout", type=float, default=900.0, help="give up on the computation after this many seconds"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--replicas",
+        action="store_true",
+        help=f"predictions mirrored at EUMETSAT too; opens {REPLICAS_CATALOG.relative_to(REPO)}",
+    )
     return parser.parse_args(argv)
 
 
@@ -93,6 +103,8 @@ def open_datasets(catalog: Path, root: Path) -> tuple[Any, Any, str]:
     # The catalog's paths are templated on this variable (default <repo>/data).
     os.environ["CATALOG_POOLS_DATA"] = str(root)
     cat = open_catalog(str(catalog))
+    if catalog == REPLICAS_CATALOG:
+        return cat.predictions.to_dask(), cat.observations.to_dask(), f"catalog {catalog} (replicas)"
     predictions = cat.ecmwf.predictions.to_dask()
     observations = cat.eumetsat.observations.to_dask()
     return predictions, observations, f"catalog {catalog}"
@@ -224,6 +236,11 @@ def main(argv: list[str] | None = None) -> int:
         outputs = Ledger(args.out, OUTPUT_MANIFEST)
         outputs.check(list(OUTPUTS))
         make_data(root, scale=args.scale, seed=args.seed, progress=not args.no_progress)
+        if args.replicas:  # the same seed: an identical copy of the predictions
+            make_data(
+                root / "eumetsat-mirror", scale=args.scale, seed=args.seed, progress=not args.no_progress
+            )
+            args.catalog = REPLICAS_CATALOG
     except UnsafeWriteError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import dask
 
 from ..errors import CatalogError, UnknownPathError
+from .replicas import replica_urls
 from .siting import catalog_file, site_of_location, site_roots
 from .sources import SiteNetCDFSource, SiteXarraySource, SiteZarrSource
 from .urls import has_protocol, local_path, normalize
@@ -132,8 +133,8 @@ def load_from_catalog(
     cat = _catalog(catalog)
     target = normalize(path)
     for info in walk_entries(cat):
-        urlpath = (info.args or {}).get("urlpath")
-        if isinstance(urlpath, str) and normalize(urlpath) == target:
+        urls = [(info.args or {}).get("urlpath"), *replica_urls(info.entry, info.catalog)]
+        if any(isinstance(url, str) and normalize(url) == target for url in urls):
             logger.debug("%s is entry %s of %s", path, info.label, info.file)
             return info.entry(**kwargs).to_dask()
 

@@ -20,8 +20,9 @@ from typing import Any
 from intake.source.base import DataSource, Schema
 
 from ..errors import CatalogError
-from .opening import open_on_policy, open_pinned
+from .opening import open_on_policy
 from .parsing import missing_extra, redact
+from .replicas import open_copies, source_copies
 from .siting import (
     UNSET,
     SiteDecision,
@@ -182,7 +183,7 @@ class SiteXarraySource(DataSource):
         if kwargs:
             return self(**kwargs).to_dask()
         if self._ds is None:
-            decision = self.site_decision()
+            self.site_decision()  # errors first, before anything is opened
             urlpath = (
                 [normalized_url(u) for u in self.urlpath]
                 if isinstance(self.urlpath, (list, tuple))
@@ -195,14 +196,9 @@ class SiteXarraySource(DataSource):
                 "xarray_kwargs": dict(self.xarray_kwargs),
             }
             try:
-                self._ds = open_pinned(
-                    type(self)._open,
-                    open_kwargs,
-                    site=decision.site,
-                    open_on=open_on_policy(self.open_on),
-                    what=str(redact(f"{self.name or 'dataset'} ({urlpath})")),
-                    file=self.catalog_file,
-                    entry=self.label,
+                what = str(redact(f"{self.name or 'dataset'} ({urlpath})"))
+                self._ds = open_copies(
+                    self, type(self)._open, open_kwargs, open_on_policy(self.open_on), what
                 )
             except ImportError as exc:
                 raise self._error(f"cannot open {redact(urlpath)}: {missing_extra(exc, urlpath)}") from None
@@ -251,6 +247,9 @@ class SiteXarraySource(DataSource):
         except CatalogError as exc:  # describe() must work on a broken entry too
             desc["site"], desc["site_error"] = None, str(exc)
         desc["metadata"] = dict(desc.get("metadata") or {}, site=desc["site"])
+        if "replicas" in self._declared:
+            with contextlib.suppress(CatalogError):
+                desc["replicas"] = {s: url for s, (url, _) in source_copies(self).items()}
         desc["open_on"] = open_on_policy(self.open_on)
         return dict(redact(desc))
 

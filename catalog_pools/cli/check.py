@@ -240,6 +240,7 @@ def check_entry(info: Any, prober: Prober) -> CheckResult | None:
     """The result for one entry found by ``walk_entries`` (``None`` for a nested catalog)."""
     from ..catalog.entries import SiteCatalogEntry
     from ..catalog.parsing import redact
+    from ..catalog.replicas import source_copies, structure_mismatch
     from ..catalog.siting import catalog_chain, site_roots
     from ..catalog.sources import SiteXarraySource
     from ..catalog.urls import local_path
@@ -260,18 +261,21 @@ def check_entry(info: Any, prober: Prober) -> CheckResult | None:
         if entry.classes and issubclass(entry.classes[0], SiteXarraySource):
             entry.get()._check_args()  # our drivers validate their arguments without I/O
         urls, so = _entry_urls(args)
-        result.urls = [str(redact(u)) for u in urls]
-        roots = [
-            loc
-            for loc, _ in site_roots(catalog_chain(info.catalog)).get(result.site or "", [])
-            if local_path(loc) is not None
-        ]
+        # a replicated entry: each copy against its own site's roots
+        copies = source_copies(entry.get()) if "replicas" in (entry.describe().get("metadata") or {}) else {}
+        targets = [(u, result.site, so) for u in urls] + [(u, s, o) for s, (u, o) in list(copies.items())[1:]]
+        result.urls = [str(redact(u)) for u, _, _ in targets]
+        all_roots = site_roots(catalog_chain(info.catalog))
         statuses = []
-        for url in urls:
+        for url, site, options in targets:
             local = local_path(url)
+            roots = [loc for loc, _ in all_roots.get(site or "", []) if local_path(loc) is not None]
+            status = _local_status(local, site, roots) if local is not None else prober.remote(url, options)
             statuses.append(
-                _local_status(local, result.site, roots) if local is not None else prober.remote(url, so)
+                (status[0], f"copy of {site}: {status[1]}" if copies and status[1] else status[1])
             )
+        if copies and all(s == "OK" for s, _ in statuses) and (problem := structure_mismatch(copies)):
+            statuses.append(("error", problem))
         worst = max(statuses, key=lambda s: STATUSES.index(s[0]), default=("OK", "no urlpath to check"))
         result.status, result.reason = worst[0], str(redact(worst[1]))
         if result.status == "error":

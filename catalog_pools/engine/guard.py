@@ -10,6 +10,24 @@ from .identity import worker_certified_sites
 from .sites import resource_name, sites_of_resources
 
 
+def current_site() -> tuple[str, list[str]] | None:
+    """The worker running this code and the sites it serves; ``None`` outside a worker.
+
+    With TLS, only sites the worker's certificate names count (a declared
+    resource alone is not proof).
+    """
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return None
+    declared = sites_of_resources(worker.state.total_resources)
+    certified = worker_certified_sites(worker)
+    found = [s for s in declared if certified is None or s in certified]
+    return f"{worker.name} at {worker.address}", found
+
+
 def check_site(site: str) -> None:
     """Raise :class:`ForeignSiteError` if running on a worker outside ``site``.
 

@@ -17,7 +17,7 @@ import numpy as np
 from dask.highlevelgraph import HighLevelGraph
 
 from .placement import topological_order
-from .sites import ANNOTATION, NBYTES, ORIGIN, RELAY, WAIT, other_resources, pin_of
+from .sites import ANNOTATION, NBYTES, ORIGIN, RELAY, REPLICAS, WAIT, other_resources, pin_of
 
 Key = Hashable
 
@@ -161,10 +161,10 @@ def spread_layer_pins(hlg: HighLevelGraph) -> HighLevelGraph:
 
 
 def _is_pure_pin(annotations: Mapping[str, Any]) -> bool:
-    """Annotations that say only "pinned to one site" (nothing else to copy)."""
+    """Annotations that say only "pinned to one site" (and, for replicated data, its replica sites)."""
     if (
         _per_key(annotations)
-        or set(annotations) != {ANNOTATION, "resources"}
+        or set(annotations) - {REPLICAS} != {ANNOTATION, "resources"}
         or annotations[ANNOTATION] is None
     ):
         return False

@@ -22,6 +22,7 @@ from .._compat.dask_internals import convert_legacy_graph
 from .guard import guarded_site
 from .layers import LayerInfo, has_pools, spread_layer_pins
 from .plan import Kind, Plan, relay
+from .replicas import choose_replicas
 
 __all__ = ["PoolOptimizer", "activate", "optimize_pooled", "optimizers", "relay"]
 
@@ -134,7 +135,7 @@ def optimize_pooled(
 
     # Spreading copies layers with their collection metadata, so one pass
     # reads both the pins and the chunk sizes.
-    hlg = spread_layer_pins(hlg)
+    hlg = spread_layer_pins(choose_replicas(hlg))
     info = LayerInfo(hlg.layers)
     if kind == "array":
         from dask.blockwise import fuse_roots, optimize_blockwise

@@ -21,7 +21,7 @@ from .._compat.dask_internals import (
 from .guard import guard_task, guarded_site
 from .layers import LayerInfo
 from .placement import assign_sites, dependents_of, plan_relays, topological_order, undecided_keys
-from .sites import ANNOTATION, NBYTES, OPTED_OUT, ORIGIN, PROPAGATED, RELAY, WAIT, site_resources
+from .sites import ANNOTATION, NBYTES, OPTED_OUT, ORIGIN, PROPAGATED, RELAY, REPLICAS, WAIT, site_resources
 
 Kind = Literal["array", "delayed"]
 
@@ -209,9 +209,14 @@ class Plan:
                 part = _inline_data(part, requested)
             # Only the user's own pins read site data; propagated tasks may move.
             if guard and site is not None and origin is None:
-                part = {key: guard_task(task, site) for key, task in part.items()}
+                part = {k: t if self._replicated(k, t) else guard_task(t, site) for k, t in part.items()}
             out.append((site, origin, part))
         return out
+
+    def _replicated(self, key: Hashable, task: Any) -> bool:
+        """A replicated load may run in any replica site: its store refuses the others, not a guard."""
+        source = fused_output_key(key, task)
+        return bool(self.info.annotations(self.renamed.get(source, source)).get(REPLICAS))
 
     def layers(self, parts: list[_Part], wait: float | None) -> dict[str, Any]:
         """One layer per distinct annotation set (per-layer constants, not per-key dicts)."""

@@ -14,6 +14,7 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 from .._compat.distributed_internals import err_task, replace_exception, set_task_site, unrunnable
 from ..errors import SiteUnavailableError
 from .placement import assign_sites
+from .replicas import fail_over_site, rechoose_replicas
 from .sites import (
     ANNOTATION,
     NBYTES,
@@ -21,12 +22,14 @@ from .sites import (
     ORIGIN,
     PROPAGATED,
     RELAY,
+    REPLICAS,
     WAIT,
     origin,
     pin_of,
     resource_name,
     site_of_worker,
     site_resources,
+    sites_of_resources,
 )
 
 logger = logging.getLogger(__name__)
@@ -67,6 +70,8 @@ class PoolsSchedulerPlugin(SchedulerPlugin):
         self._co_assigned: dict[Hashable, str] = {}
         #: keys we failed -> (site, seconds waited, when)
         self._failed: dict[Hashable, tuple[str, float, float]] = {}
+        #: site with no worker -> the replica site its replicated loads moved to
+        self._moved_to: dict[str, str] = {}
         self.scheduler: Any = None
         self._callback: Any = None
 
@@ -90,6 +95,7 @@ class PoolsSchedulerPlugin(SchedulerPlugin):
         # Tasks of earlier graphs (running, in memory) keep their place.
         new = {k: ts for k in tasks if (ts := scheduler.tasks.get(k)) is not None and ts.state == "released"}
         if dask.config.get("catalog_pools.propagate", True):
+            rechoose_replicas(new, held_site)
             self._place_after_cluster_data(new)
         if dask.config.get("catalog_pools.co-assign", True):
             self._co_assign_roots(scheduler, new)
@@ -206,6 +212,39 @@ class PoolsSchedulerPlugin(SchedulerPlugin):
                 error = SiteUnavailableError(site, str(blame.key), waited, scheduler.address, failed_at=when)
                 replace_exception(blame, error)
 
+    def _fail_over(self, stuck: list[tuple[Any, float]], live: set[str]) -> dict[Hashable, str]:
+        """Move waiting tasks of a site with no worker to a live replica site.
+
+        A replicated load goes to its first live replica site (primary order);
+        a propagated task (it reads no site data) follows the loads of its
+        site to where they went. Returns the recommendations that run them.
+        """
+        recommendations: dict[Hashable, str] = {}
+        # loads first, so the tasks after them know where the loads went
+        for ts, _ in sorted(stuck, key=lambda item: not (item[0].annotations or {}).get(REPLICAS)):
+            site = task_site(ts)
+            if ts.state != "no-worker" or site is None or site in live:
+                continue
+            annotations = ts.annotations or {}
+            target = fail_over_site(annotations, live)
+            if target is not None:
+                self._moved_to[site] = target
+            elif origin(annotations) == PROPAGATED:
+                target = self._moved_to.get(site)
+            if target is None or target not in live:
+                continue
+            set_task_site(
+                ts, site_resources(target, ts.resource_restrictions), {**annotations, ANNOTATION: target}
+            )
+            recommendations[ts.key] = "processing"
+        if recommendations:
+            logger.warning(
+                "%d tasks of sites with no worker moved to replica sites %s",
+                len(recommendations),
+                self._moved_to,
+            )
+        return recommendations
+
     def _check_unrunnable(self) -> None:
         scheduler = self.scheduler
         stuck = unrunnable(scheduler) if scheduler is not None else []
@@ -215,11 +254,12 @@ class PoolsSchedulerPlugin(SchedulerPlugin):
         default = dask.utils.parse_timedelta(
             dask.config.get("catalog_pools.no-worker-timeout", "10s"), default="s"
         )
-        recommendations: dict[Hashable, str] = {}
         stimulus_id = f"catalog-pools-no-worker-{time.time()}"
+        live = {s for ws in scheduler.workers.values() for s in sites_of_resources(ws.resources)}
+        recommendations = self._fail_over(stuck, live)
         for ts, since in stuck:
             site = task_site(ts)
-            if site is None or ts.state != "no-worker":
+            if site is None or ts.state != "no-worker" or ts.key in recommendations:
                 continue
             wait = (ts.annotations or {}).get(WAIT, default)
             if wait is None or now - since < wait:
@@ -227,7 +267,8 @@ class PoolsSchedulerPlugin(SchedulerPlugin):
             resource = resource_name(site)
             if any(resource in ws.resources for ws in scheduler.workers.values()):
                 continue  # a worker of the site is there; other restrictions hold it
-            error = SiteUnavailableError(site, str(ts.key), float(wait), scheduler.address)
+            replicas = tuple(s for s in (ts.annotations or {}).get(REPLICAS) or () if s != site)
+            error = SiteUnavailableError(site, str(ts.key), float(wait), scheduler.address, replicas=replicas)
             logger.error("%s", error)
             self._failed[ts.key] = (site, float(wait), time.time())
             recommendations.update(err_task(scheduler, ts.key, error, stimulus_id))

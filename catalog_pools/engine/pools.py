@@ -100,3 +100,17 @@ def pool_of(collection: Any) -> str | None:
     if len(found) > 1:
         raise ValueError(f"collection combines several sites {sorted(found)}; use pools_in()")
     return next(iter(found), None)
+
+
+def replicas_of(collection: Any) -> tuple[str, ...]:
+    """Every site holding a copy of ``collection``'s replicated data, primary first.
+
+    ``()`` when nothing in it is replicated (catalog ``metadata.replicas``).
+    :func:`pool_of` gives the primary; a computation may read any of these.
+    """
+    from .replicas import replica_sites
+
+    found: list[str] = []
+    for sites in replica_sites(collection).values():
+        found += [s for s in sites if s not in found]
+    return tuple(found)

@@ -30,6 +30,8 @@ RELAY = "pool_relay"
 NBYTES = "pool_nbytes"
 #: Annotation carrying the client's ``catalog_pools.no-worker-timeout`` in seconds.
 WAIT = "pool_wait"
+#: Annotation of a replicated dataset's loads: every site holding a copy, primary first.
+REPLICAS = "pool_replicas"
 
 # Resource names travel through ``--resources "a=1,b=2"`` and dask config, so
 # commas, '=', whitespace and quotes cannot appear in them.
