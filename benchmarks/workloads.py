@@ -83,6 +83,11 @@ A, B, C = "ecmwf", "eumetsat", "dwd"
 T, Y, X = 16, 90, 180
 F = Y * X * 8
 
+#: Environment of the cluster processes: the workflows' own functions (``_sub``,
+#: ...) travel in graphs by reference, so the scheduler and workers must be able
+#: to import this module even when the package is installed without the repository.
+CLUSTER_ENV = {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+
 Data = dict[str, xr.DataArray]
 
 
@@ -250,7 +255,7 @@ def run_workflows(workers: int, names: list[str], directory: Path) -> list[Row]:
     sites = {A: workers, B: workers, C: workers}
     with (
         LocalSitesCluster(
-            sites, threads_per_worker=1, memory_limit="1GiB", local_directory=directory
+            sites, threads_per_worker=1, memory_limit="1GiB", local_directory=directory, env=CLUSTER_ENV
         ) as cluster,
         Client(cluster) as client,
     ):

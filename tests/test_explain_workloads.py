@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from distributed import Client
 
-from benchmarks.workloads import WORKFLOWS, A, B, C, expected_values, measure
+from benchmarks.workloads import CLUSTER_ENV, WORKFLOWS, A, B, C, expected_values, measure
 from catalog_pools.cluster import LocalSitesCluster
 
 TOLERANCE = 0.10
@@ -30,7 +30,11 @@ def three_sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
     directory: Path = tmp_path_factory.mktemp("explain-workloads")
     with (
         LocalSitesCluster(
-            {A: 2, B: 2, C: 2}, threads_per_worker=1, memory_limit="1GiB", local_directory=directory
+            {A: 2, B: 2, C: 2},
+            threads_per_worker=1,
+            memory_limit="1GiB",
+            local_directory=directory,
+            env=CLUSTER_ENV,
         ) as cluster,
         Client(cluster) as client,
     ):

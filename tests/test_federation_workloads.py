@@ -15,6 +15,7 @@ import pytest
 from distributed import Client
 
 from benchmarks.workloads import (
+    CLUSTER_ENV,
     NOT_FEDERATED,
     WORKFLOWS,
     A,
@@ -50,7 +51,11 @@ def one_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
     directory: Path = tmp_path_factory.mktemp("one-cluster")
     with (
         LocalSitesCluster(
-            {A: 1, B: 1, C: 1}, threads_per_worker=1, memory_limit="1GiB", local_directory=directory
+            {A: 1, B: 1, C: 1},
+            threads_per_worker=1,
+            memory_limit="1GiB",
+            local_directory=directory,
+            env=CLUSTER_ENV,
         ) as cluster,
         Client(cluster, set_as_default=False) as client,
     ):
