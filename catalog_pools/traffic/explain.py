@@ -325,6 +325,7 @@ def _count(
         for dep in deps:
             consumers[dep][where(key)] += 1
     pairs: Counter[tuple[str, str]] = Counter()
+    unsized: Counter[tuple[str, str, str]] = Counter()
     for producer, by_site in consumers.items():
         src = where(producer)
         for dst in by_site:
@@ -332,19 +333,21 @@ def _count(
                 continue
             size = sizes.get(producer)
             if size is None:
-                plan.unknown_sizes += 1
+                unsized[key_split(producer), src, dst] += 1
             # Once per destination site: the engine gives a key used by several
             # tasks of another site one relay there, which alone fetches it.
             pairs[src, dst] += int(size or 0)
     for key in keys:
         pairs[where(key), CLIENT] += int(sizes.get(key) or 0)
     plan.by_site_pair = {pair: n for pair, n in pairs.items() if n or CLIENT not in pair}
+    plan.unsized_edges = dict(unsized)
     plan.joins = _joins(dependencies, where, sizes)
     return plan
 
 
 def _joins(dependencies: Mapping[Key, set[Key]], where: Any, sizes: Mapping[Key, float]) -> list[Join]:
     moving: dict[tuple[str, str], Counter[tuple[str, str]]] = defaultdict(Counter)
+    unsized: dict[tuple[str, str], set[tuple[str, str]]] = defaultdict(set)
     staying: dict[tuple[str, str], set[str]] = defaultdict(set)
     seen: set[tuple[Key, tuple[str, str]]] = set()
     for key, deps in dependencies.items():
@@ -357,8 +360,16 @@ def _joins(dependencies: Mapping[Key, set[Key]], where: Any, sizes: Mapping[Key,
             if (dep, step) not in seen:
                 seen.add((dep, step))
                 moving[step][key_split(dep), where(dep)] += int(sizes.get(dep) or 0)
+                if dep not in sizes:
+                    unsized[step].add((key_split(dep), where(dep)))
         staying[step].update(key_split(d) for d in deps if where(d) == site)
     return [
-        Join(layer, site, dict(moving[layer, site]), tuple(sorted(staying[layer, site])))
+        Join(
+            layer,
+            site,
+            dict(moving[layer, site]),
+            tuple(sorted(staying[layer, site])),
+            tuple(sorted(unsized[layer, site])),
+        )
         for layer, site in sorted(moving)
     ]
