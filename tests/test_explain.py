@@ -172,6 +172,40 @@ def test_unpooled_collection_has_no_crossing() -> None:
     assert np.all((x + 1).compute(scheduler="sync") == 2)
 
 
+def _max_abs_diff(m: np.ndarray, f: np.ndarray) -> float:
+    return float(np.abs(m - f).max())
+
+
+@pytest.mark.parametrize("route", ["delayed", "to_delayed"])
+def test_delayed_of_arrays_says_the_crossing_size_is_unknown(route: str) -> None:
+    """dask drops the chunk metadata of arrays embedded in a delayed graph (docs/explain.md, Limits)."""
+    import dask
+
+    with pool("ecmwf"):
+        members = da.random.random((4, 30, 40), chunks=(1, 30, 40))
+    with pool("eumetsat"):
+        field = da.random.random((30, 40), chunks=(30, 40))
+    mean = members.mean(axis=0)
+    if route == "delayed":
+        result = dask.delayed(_max_abs_diff)(mean, field)
+    else:
+        result = dask.delayed(_max_abs_diff)(mean.to_delayed().item(), field.to_delayed().item())
+    plan = explain(result)
+    # Placement is still the computation's: one input crosses to the other's site.
+    assert set(plan.tasks_by_site) == {"ecmwf", "eumetsat"}
+    [(step, src, dst)] = plan.unsized_edges
+    assert {src, dst} == {"ecmwf", "eumetsat"} and plan.unknown_sizes == 1
+    assert plan.cross_site_bytes == 0
+    assert f"{step} {src} -> {dst}" in plan.summary()
+    assert "0 B + ?" in plan.summary()
+    [join] = plan.joins
+    assert join.unsized == ((step, src),) and "moves data of unknown size" in join.describe()
+    # The same join as arrays keeps its metadata and is sized.
+    sized = explain(mean - field)
+    assert sized.unknown_sizes == 0 and sized.cross_site_bytes == 30 * 40 * 8
+    assert result.compute(scheduler="sync") == pytest.approx(_max_abs_diff(*dask.compute(mean, field)))
+
+
 @pytest.mark.parametrize(
     ("text", "price"),
     [

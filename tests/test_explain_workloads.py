@@ -19,9 +19,11 @@ from catalog_pools.cluster import LocalSitesCluster
 
 TOLERANCE = 0.10
 
-#: ``dask.delayed`` on arrays and ``Array.to_delayed()`` hand dask one collapsed
-#: graph without chunk metadata: explain() lists the crossing edge as of
-#: unknown size (docs/explain.md, "Limits").
+#: ``dask.delayed`` on arrays and ``Array.to_delayed()``: dask optimizes and
+#: materializes the array when the Delayed is made, so explain() receives plain
+#: layers with no chunk metadata and names the crossing edge as of unknown size
+#: (docs/explain.md, "Limits"); sizing it needs the engine to keep the size of
+#: the tasks it guards.
 UNSIZED = {"delayed", "to_delayed"}
 
 
@@ -43,7 +45,7 @@ def three_sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
 
 
 def _params() -> list[Any]:
-    reason = "no chunk metadata reaches explain() through dask.delayed / to_delayed"
+    reason = "no chunk metadata reaches explain() through dask.delayed / to_delayed (crossing edge unsized)"
     return [
         pytest.param(name, marks=pytest.mark.xfail(reason=reason, strict=True)) if name in UNSIZED else name
         for name in WORKFLOWS

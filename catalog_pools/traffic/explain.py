@@ -10,22 +10,19 @@ is given. Nothing is computed and no data is read.
 
 from __future__ import annotations
 
-import math
-import re
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Mapping
 from typing import Any
 
-import numpy as np
 from dask.core import flatten
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from dask.utils import key_split
 
 from ..engine.placement import assign_sites
-from ..engine.plan import relay
 from ..engine.sites import ANNOTATION, sites_of_resources, worker_sites
 from .plan import ANYWHERE, Join, Plan, Price, parse_price, prices_from_metadata
 from .report import CLIENT
+from .sizes import chunk_bytes, size_relays
 
 __all__ = ["explain"]
 
@@ -72,10 +69,10 @@ def explain(
     sites = _layer_sites(optimized)
     sizes: dict[Key, float] = {}
     for key in dependencies:
-        size = _chunk_bytes(key, graph)
+        size = chunk_bytes(key, graph)
         if size is not None:
             sizes[key] = size
-    _size_relays(optimized, dependencies, sizes)
+    size_relays(optimized, dependencies, sizes)
     _add_persisted_edges(graph, dependencies)
     external = {d for deps in dependencies.values() for d in deps if d not in dependencies}
     if external and client is not None:
@@ -155,63 +152,6 @@ def _layer_sites(hlg: HighLevelGraph) -> dict[Key, str]:
             if site is not None:
                 out[key] = site
     return out
-
-
-def _chunk_bytes(key: Key, graph: Any) -> float | None:
-    """Output bytes of an array chunk key from its layer's metadata (shape x itemsize)."""
-    if not (isinstance(key, tuple) and key and isinstance(key[0], str)):
-        return None
-    layer = graph.layers.get(key[0]) if hasattr(graph, "layers") else None
-    meta = getattr(layer, "collection_annotations", None) or {}
-    chunks, dtype = meta.get("chunks"), meta.get("dtype")
-    if chunks is None or dtype is None or len(key) - 1 != len(chunks):
-        return None
-    try:
-        n = math.prod(chunks[d][i] for d, i in enumerate(key[1:]))
-        itemsize = np.dtype(dtype).itemsize
-    except (IndexError, TypeError):
-        return None
-    if math.isnan(n):  # unknown chunk sizes
-        return None
-    return float(n * itemsize * _partial_fields(key[0]))
-
-
-#: dask's mean / var partials (``mean_chunk``, ``moment_combine-partial``, ...).
-_PARTIAL = re.compile(r"^(?:nan)?(mean|moment)_(?:chunk|combine)")
-
-
-def _partial_fields(name: str) -> int:
-    """Arrays per chunk of a reduction's partial results, each of the output's chunk shape.
-
-    dask's mean partial is ``{"n", "total"}`` (two float64 arrays) and its
-    moment partial (``var``/``std``) adds ``M``: the metadata describes only one.
-    """
-    match = _PARTIAL.match(key_split(name))
-    if match is None:
-        return 1
-    return 2 if match.group(1) == "mean" else 3
-
-
-def _size_relays(
-    optimized: HighLevelGraph, dependencies: Mapping[Key, set[Key]], sizes: dict[Key, float]
-) -> None:
-    """A relay and its source hold the same value: give both the size known for either.
-
-    The engine renames a relayed task's source (its key is then unknown to the
-    collection's metadata) and gives the original key to one relay.
-    """
-    relays = [
-        key
-        for layer in optimized.layers.values()
-        for key, task in layer.items()
-        if getattr(task, "func", None) is relay and len(dependencies.get(key, ())) == 1
-    ]
-    for key in relays:
-        (source,) = dependencies[key]
-        known = sizes.get(key, sizes.get(source))
-        if known is not None:
-            sizes.setdefault(key, known)
-            sizes.setdefault(source, known)
 
 
 def _steps_by_site(
@@ -325,6 +265,7 @@ def _count(
         for dep in deps:
             consumers[dep][where(key)] += 1
     pairs: Counter[tuple[str, str]] = Counter()
+    unsized: Counter[tuple[str, str, str]] = Counter()
     for producer, by_site in consumers.items():
         src = where(producer)
         for dst in by_site:
@@ -332,19 +273,21 @@ def _count(
                 continue
             size = sizes.get(producer)
             if size is None:
-                plan.unknown_sizes += 1
+                unsized[key_split(producer), src, dst] += 1
             # Once per destination site: the engine gives a key used by several
             # tasks of another site one relay there, which alone fetches it.
             pairs[src, dst] += int(size or 0)
     for key in keys:
         pairs[where(key), CLIENT] += int(sizes.get(key) or 0)
     plan.by_site_pair = {pair: n for pair, n in pairs.items() if n or CLIENT not in pair}
+    plan.unsized_edges = dict(unsized)
     plan.joins = _joins(dependencies, where, sizes)
     return plan
 
 
 def _joins(dependencies: Mapping[Key, set[Key]], where: Any, sizes: Mapping[Key, float]) -> list[Join]:
     moving: dict[tuple[str, str], Counter[tuple[str, str]]] = defaultdict(Counter)
+    unsized: dict[tuple[str, str], set[tuple[str, str]]] = defaultdict(set)
     staying: dict[tuple[str, str], set[str]] = defaultdict(set)
     seen: set[tuple[Key, tuple[str, str]]] = set()
     for key, deps in dependencies.items():
@@ -357,8 +300,16 @@ def _joins(dependencies: Mapping[Key, set[Key]], where: Any, sizes: Mapping[Key,
             if (dep, step) not in seen:
                 seen.add((dep, step))
                 moving[step][key_split(dep), where(dep)] += int(sizes.get(dep) or 0)
+                if dep not in sizes:
+                    unsized[step].add((key_split(dep), where(dep)))
         staying[step].update(key_split(d) for d in deps if where(d) == site)
     return [
-        Join(layer, site, dict(moving[layer, site]), tuple(sorted(staying[layer, site])))
+        Join(
+            layer,
+            site,
+            dict(moving[layer, site]),
+            tuple(sorted(staying[layer, site])),
+            tuple(sorted(unsized[layer, site])),
+        )
         for layer, site in sorted(moving)
     ]

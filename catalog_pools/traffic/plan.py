@@ -88,17 +88,23 @@ class Join:
         ``{(input layer, source site): bytes}`` that cross to ``site``.
     staying
         Input layers already at ``site``.
+    unsized
+        Crossing inputs ``(input layer, source site)`` whose size is unknown
+        (their bytes in ``moving`` are a lower bound).
     """
 
     layer: str
     site: str
     moving: dict[tuple[str, str], int]
     staying: tuple[str, ...]
+    unsized: tuple[tuple[str, str], ...] = ()
 
     def describe(self) -> str:
         """One line: ``sub at ecmwf: open_dataset (eumetsat) moves 800.00 kiB; mean stays``."""
         moves = ", ".join(
-            f"{layer} ({src}) moves {format_bytes(n)}" for (layer, src), n in self.moving.items()
+            f"{layer} ({src}) moves "
+            + ("data of unknown size" if (layer, src) in self.unsized and not n else format_bytes(n))
+            for (layer, src), n in self.moving.items()
         )
         text = f"{self.layer} at {self.site}: {moves}"
         if self.staying:
@@ -127,8 +133,10 @@ class Plan:
         ``{site: workers}`` when a client was given, else empty.
     prices
         ``{site: Price}`` of egress, if known.
-    unknown_sizes
-        Crossing edges whose size could not be estimated (counted as 0 bytes).
+    unsized_edges
+        ``{(producer step, source site, destination site): edges}`` crossing
+        with no size estimate (counted as 0 bytes), e.g. a key of an array
+        embedded in a ``dask.delayed`` graph, whose chunk metadata dask dropped.
     """
 
     by_site_pair: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -137,7 +145,12 @@ class Plan:
     joins: list[Join] = field(default_factory=list)
     workers_by_site: dict[str, int] = field(default_factory=dict)
     prices: dict[str, Price] = field(default_factory=dict)
-    unknown_sizes: int = 0
+    unsized_edges: dict[tuple[str, str, str], int] = field(default_factory=dict)
+
+    @property
+    def unknown_sizes(self) -> int:
+        """Number of crossing edges whose size could not be estimated (counted as 0 bytes)."""
+        return sum(self.unsized_edges.values())
 
     @property
     def cross_site_bytes(self) -> int:
@@ -179,10 +192,12 @@ class Plan:
         return out
 
     def _pair_rows(self) -> list[tuple[str, str, str, str]]:
+        unsized = {(s, d) for _, s, d in self.unsized_edges}
         rows = []
         for (s, d), n in sorted(self.by_site_pair.items(), key=lambda kv: -kv[1]):
             kind = "result" if d == CLIENT else ("may cross" if ANYWHERE in (s, d) else "CROSS-SITE")
-            rows.append((f"{s} -> {d}", format_bytes(n), kind, self.cost(s, d) or ""))
+            size = format_bytes(n) + (" + ?" if (s, d) in unsized else "")
+            rows.append((f"{s} -> {d}", size, kind, self.cost(s, d) or ""))
         return rows
 
     def summary(self) -> str:
@@ -202,7 +217,11 @@ class Plan:
         for join in self.joins:
             lines.append(f"  join: {join.describe()}")
         if self.unknown_sizes:
-            lines.append(f"  {self.unknown_sizes} crossing edge(s) of unknown size counted as 0 B")
+            which = ", ".join(
+                f"{step} {src} -> {dst}" + (f" x{n}" if n > 1 else "")
+                for (step, src, dst), n in sorted(self.unsized_edges.items())
+            )
+            lines.append(f"  {self.unknown_sizes} crossing edge(s) of unknown size counted as 0 B: {which}")
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
