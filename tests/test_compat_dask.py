@@ -51,3 +51,21 @@ def test_layers_pinned_differently_never_fuse() -> None:
     assert not _can_fuse_annotations({"pool": "a", "resources": {"pool-a": 0}}, {})
     assert not _can_fuse_annotations({"pool": "a"}, {"pool": "b"})
     assert _can_fuse_annotations({"pool": "a"}, {"pool": "a"})
+
+
+def test_forwarded_key_sees_aliases_and_delayed_renaming() -> None:
+    import dask
+    import dask.array as da
+
+    from catalog_pools._compat.dask_internals import Alias, Task, TaskRef, forwarded_key
+
+    assert forwarded_key(Alias("b", "a")) == "a"
+    assert forwarded_key(Task("b", len, TaskRef("a"))) is None
+    # dask.delayed of a collection renames its keys by wrapping every task.
+    # dask.delayed of a collection renames its keys by wrapping every task; the
+    # fused array's finalize key was an alias of the fused task.
+    graph = dask.delayed(sum)(da.ones(4, chunks=4) + 1).__dask_graph__()
+    tasks = {k: t for layer in graph.layers.values() for k, t in layer.items()}
+    forwarded = {k: v for k, t in tasks.items() if (v := forwarded_key(t)) is not None}
+    assert any(k in tasks and v in tasks and k != v for k, v in forwarded.items()), forwarded
+    assert all(v in tasks for v in forwarded.values())

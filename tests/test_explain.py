@@ -177,8 +177,8 @@ def _max_abs_diff(m: np.ndarray, f: np.ndarray) -> float:
 
 
 @pytest.mark.parametrize("route", ["delayed", "to_delayed"])
-def test_delayed_of_arrays_says_the_crossing_size_is_unknown(route: str) -> None:
-    """dask drops the chunk metadata of arrays embedded in a delayed graph (docs/explain.md, Limits)."""
+def test_delayed_of_arrays_is_sized_from_the_guarded_tasks(route: str) -> None:
+    """dask drops the chunk metadata of arrays embedded in a delayed graph; guarded tasks keep their size."""
     import dask
 
     with pool("ecmwf"):
@@ -191,18 +191,11 @@ def test_delayed_of_arrays_says_the_crossing_size_is_unknown(route: str) -> None
     else:
         result = dask.delayed(_max_abs_diff)(mean.to_delayed().item(), field.to_delayed().item())
     plan = explain(result)
-    # Placement is still the computation's: one input crosses to the other's site.
     assert set(plan.tasks_by_site) == {"ecmwf", "eumetsat"}
-    [(step, src, dst)] = plan.unsized_edges
-    assert {src, dst} == {"ecmwf", "eumetsat"} and plan.unknown_sizes == 1
-    assert plan.cross_site_bytes == 0
-    assert f"{step} {src} -> {dst}" in plan.summary()
-    assert "0 B + ?" in plan.summary()
-    [join] = plan.joins
-    assert join.unsized == ((step, src),) and "moves data of unknown size" in join.describe()
-    # The same join as arrays keeps its metadata and is sized.
-    sized = explain(mean - field)
-    assert sized.unknown_sizes == 0 and sized.cross_site_bytes == 30 * 40 * 8
+    assert plan.unknown_sizes == 0, plan.summary()
+    # One of the two fields (same shape, float64) crosses to the other's site.
+    assert plan.cross_site_bytes == 30 * 40 * 8, plan.summary()
+    assert explain(mean - field).cross_site_bytes == 30 * 40 * 8
     assert result.compute(scheduler="sync") == pytest.approx(_max_abs_diff(*dask.compute(mean, field)))
 
 

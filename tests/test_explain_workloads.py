@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -18,13 +17,6 @@ from benchmarks.workloads import CLUSTER_ENV, WORKFLOWS, A, B, C, expected_value
 from catalog_pools.cluster import LocalSitesCluster
 
 TOLERANCE = 0.10
-
-#: ``dask.delayed`` on arrays and ``Array.to_delayed()``: dask optimizes and
-#: materializes the array when the Delayed is made, so explain() receives plain
-#: layers with no chunk metadata and names the crossing edge as of unknown size
-#: (docs/explain.md, "Limits"); sizing it needs the engine to keep the size of
-#: the tasks it guards.
-UNSIZED = {"delayed", "to_delayed"}
 
 
 @pytest.fixture(scope="module")
@@ -44,15 +36,7 @@ def three_sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
         yield client
 
 
-def _params() -> list[Any]:
-    reason = "no chunk metadata reaches explain() through dask.delayed / to_delayed (crossing edge unsized)"
-    return [
-        pytest.param(name, marks=pytest.mark.xfail(reason=reason, strict=True)) if name in UNSIZED else name
-        for name in WORKFLOWS
-    ]
-
-
-@pytest.mark.parametrize("name", _params())
+@pytest.mark.parametrize("name", list(WORKFLOWS))
 def test_explain_within_ten_percent_of_measured(three_sites: Client, name: str) -> None:
     measured, _, values, estimate = measure(three_sites, name, pooled=True)
     assert np.allclose(values, expected_values(name), equal_nan=True)

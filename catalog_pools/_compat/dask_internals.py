@@ -28,6 +28,7 @@ __all__ = [
     "Task",
     "TaskRef",
     "convert_legacy_graph",
+    "forwarded_key",
     "fuse_linear_task_spec",
     "fused_output_key",
     "optimize_slices",
@@ -66,3 +67,22 @@ def optimize_slices(dsk: dict[Hashable, Any]) -> dict[Hashable, Any]:
 
     fn = getattr(optimization, "_optimize_slices", None)
     return fn(dsk) if fn is not None else dsk
+
+
+def forwarded_key(task: Any) -> Hashable | None:
+    """The key whose value ``task`` hands on unchanged, if it only forwards one.
+
+    An ``Alias``, or the wrapper dask's ``ProhibitReuse`` (``dask.delayed`` of a
+    collection) puts around each task it renames: ``_identity`` of an alias or
+    a reference. Neither has a public name.
+    """
+    from dask._expr import ProhibitReuse
+
+    if isinstance(task, Task) and task.func is ProhibitReuse._identity and len(task.args) == 1:
+        task = task.args[0]
+        if isinstance(task, TaskRef):
+            return task.key
+    if isinstance(task, Alias):
+        target = task.target
+        return target.key if isinstance(target, TaskRef) else target
+    return None

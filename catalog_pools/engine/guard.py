@@ -53,14 +53,16 @@ def check_site(site: str) -> None:
 class _Sealed:
     """Carries a task as plain data, so dask does not execute it as an argument."""
 
-    __slots__ = ("keys", "task")
+    __slots__ = ("keys", "nbytes", "task")
 
-    def __init__(self, task: Any, keys: tuple[Any, ...]) -> None:
+    def __init__(self, task: Any, keys: tuple[Any, ...], nbytes: float | None = None) -> None:
         self.task = task
         self.keys = keys
+        #: estimated output bytes (chunk metadata at optimization), kept for explain()
+        self.nbytes = nbytes
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_Sealed, (self.task, self.keys))
+        return (_Sealed, (self.task, self.keys, self.nbytes))
 
 
 def run_in_site(site: str, sealed: _Sealed, *values: Any) -> Any:
@@ -69,7 +71,7 @@ def run_in_site(site: str, sealed: _Sealed, *values: Any) -> Any:
     return sealed.task(dict(zip(sealed.keys, values, strict=True)))
 
 
-def guard_task(task: Any, site: str) -> Any:
+def guard_task(task: Any, site: str, nbytes: float | None = None) -> Any:
     """Wrap a ``dask._task_spec.Task`` so it checks its site before running.
 
     Other graph nodes (aliases, literal data) are returned unchanged: they
@@ -78,7 +80,9 @@ def guard_task(task: Any, site: str) -> Any:
     if not isinstance(task, Task) or guarded_site(task) is not None:
         return task
     keys = tuple(task.dependencies)
-    return task_like(task, task.key, run_in_site, site, _Sealed(task, keys), *(TaskRef(k) for k in keys))
+    return task_like(
+        task, task.key, run_in_site, site, _Sealed(task, keys, nbytes), *(TaskRef(k) for k in keys)
+    )
 
 
 def guarded_site(task: Any) -> str | None:
@@ -94,4 +98,14 @@ def guarded_site(task: Any) -> str | None:
         return str(args[0])
     if len(args) == 1 and getattr(args[0], "func", None) is run_in_site:
         return guarded_site(args[0])
+    return None
+
+
+def guarded_nbytes(task: Any) -> float | None:
+    """The output bytes estimated when the task was guarded (see :func:`guarded_site`)."""
+    args: tuple[Any, ...] = getattr(task, "args", ())
+    if getattr(task, "func", None) is run_in_site and len(args) > 1 and isinstance(args[1], _Sealed):
+        return args[1].nbytes
+    if len(args) == 1 and getattr(args[0], "func", None) is run_in_site:
+        return guarded_nbytes(args[0])
     return None

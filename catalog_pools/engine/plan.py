@@ -94,6 +94,17 @@ class Plan:
     def nbytes(self, key: Hashable) -> float | None:
         return _nbytes(self.info, self.renamed, key)
 
+    def output_nbytes(self, key: Hashable) -> float | None:
+        """A key's bytes; dask.array's ``finalize`` (the array gathered) sums its chunks'."""
+        from dask.array.core import finalize
+
+        size = self.nbytes(key)
+        task = self.graph.get(key)
+        if size is None and task is not None and getattr(task, "func", None) is finalize:
+            sizes = [self.output_nbytes(d) for d in task.dependencies]
+            size = None if not sizes or None in sizes else float(sum(sizes))  # type: ignore[arg-type]
+        return size
+
     def place(self, propagate: bool) -> None:
         """Give tasks their sites (user pins as they are; the rest by the rules)."""
         if not propagate:
@@ -209,7 +220,12 @@ class Plan:
                 part = _inline_data(part, requested)
             # Only the user's own pins read site data; propagated tasks may move.
             if guard and site is not None and origin is None:
-                part = {k: t if self._replicated(k, t) else guard_task(t, site) for k, t in part.items()}
+                part = {
+                    key: task
+                    if self._replicated(key, task)
+                    else guard_task(task, site, self.output_nbytes(fused_output_key(key, task)))
+                    for key, task in part.items()
+                }
             out.append((site, origin, part))
         return out
 

@@ -22,7 +22,7 @@ from ..engine.placement import assign_sites
 from ..engine.sites import ANNOTATION, sites_of_resources, worker_sites
 from .plan import ANYWHERE, Join, Plan, Price, parse_price, prices_from_metadata
 from .report import CLIENT
-from .sizes import chunk_bytes, size_relays
+from .sizes import chunk_bytes, size_guarded, size_relays
 
 __all__ = ["explain"]
 
@@ -72,6 +72,7 @@ def explain(
         size = chunk_bytes(key, graph)
         if size is not None:
             sizes[key] = size
+    size_guarded(optimized, sizes)
     size_relays(optimized, dependencies, sizes)
     _add_persisted_edges(graph, dependencies)
     external = {d for deps in dependencies.values() for d in deps if d not in dependencies}

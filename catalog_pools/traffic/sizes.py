@@ -15,9 +15,11 @@ import numpy as np
 from dask.highlevelgraph import HighLevelGraph
 from dask.utils import key_split
 
+from .._compat.dask_internals import forwarded_key
+from ..engine.guard import guarded_nbytes
 from ..engine.plan import relay
 
-__all__ = ["chunk_bytes", "size_relays"]
+__all__ = ["chunk_bytes", "size_guarded", "size_relays"]
 
 Key = Hashable
 
@@ -77,3 +79,28 @@ def size_relays(
         if known is not None:
             sizes.setdefault(key, known)
             sizes.setdefault(source, known)
+
+
+def size_guarded(optimized: HighLevelGraph, sizes: dict[Key, float]) -> None:
+    """Sizes the engine kept in guarded tasks, and keys that only forward one of them.
+
+    A pinned array optimized once and embedded in a delayed graph
+    (``dask.delayed(f)(array)``, ``array.to_delayed()``) has lost its chunk
+    metadata; its guarded tasks still carry their estimated output bytes.
+    """
+    forwards: dict[Key, Key] = {}
+    for layer in optimized.layers.values():
+        for key, task in layer.items():
+            size = guarded_nbytes(task)
+            if size is not None:
+                sizes.setdefault(key, size)
+            elif (target := forwarded_key(task)) is not None:
+                forwards[key] = target
+    for start, first in forwards.items():
+        chain: set[Hashable] = {start}
+        node: Hashable = first
+        while node in forwards and node not in chain:  # an alias of an alias
+            chain.add(node)
+            node = forwards[node]
+        if node in sizes:
+            sizes.setdefault(start, sizes[node])
