@@ -226,11 +226,15 @@ def three_site_clients(
     root = tmp_path_factory.mktemp("three-sites")
     servers = {A: gateways["ecmwf"], B: gateways["eumetsat"], C: gateways["ecmwf"]}
     cat = catalog_pools.open_catalog(write_catalog(root / "catalog.yaml", root / "data", servers))
-    with catalog_pools.connect(cat, timeout=90) as clients:
+    clients = catalog_pools.connect(cat, timeout=90)
+    try:
         addresses = {site: c.scheduler.address for site, c in clients.items()}
-        assert sorted(clients) == sorted(servers) and len(set(addresses.values())) == 3, addresses
+        assert sorted(addresses) == sorted(servers)
+        assert len(set(addresses.values())) == 3, f"sites share a cluster: {addresses}"
         assert all(a.startswith("gateway://") for a in addresses.values()), addresses
         yield clients
+    finally:
+        clients.close()
 
 
 @pytest.mark.parametrize("name", GATEWAY_WORKFLOWS)
