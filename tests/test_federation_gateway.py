@@ -1,5 +1,10 @@
 """Federated runs on two real dask-gateway-server instances, one per site, started here.
 
+The seed workload (two sites, one server each) and the engine benchmark's
+workflows (benchmarks/workloads.py: three sites; ``dwd``'s cluster runs on the
+ECMWF server) run through ``catalog_pools.connect(cat)``: values equal plain
+xarray, cross-site bytes within 1.2x of one spanning cluster's.
+
 Each server uses the local backend (``UnsafeLocalBackend``: clusters are local
 ``dask scheduler`` / ``dask worker`` processes of this user) and listens on
 loopback only. Skipped with the reason when dask-gateway or
@@ -22,11 +27,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+from federation_helpers import FEDERATED, check_workflow, one_cluster
 
 import catalog_pools
+from benchmarks.workloads import A, B, C
 from catalog_pools import SiteClusterUnavailableError, federated
 from catalog_pools.datagen.synthetic import OBSERVATION_HEIGHT_INDEX, make_data
-from catalog_pools.federation.connect import gateway_specs
+from catalog_pools.federation.connect import SiteClients, gateway_specs
 from catalog_pools.traffic.report import CLIENT
 
 for _module in ("dask_gateway", "dask_gateway_server", "sqlalchemy"):
@@ -40,6 +47,16 @@ pytestmark = [
 ]
 
 SITES = ("ecmwf", "eumetsat")
+__all__ = ["one_cluster"]  # a fixture: used by name
+
+#: One benchmark workflow per kind of crossing (the others are more joins of
+#: a field at ecmwf with one at dwd, like ``std``); all of them with
+#: CATALOG_POOLS_ALL_WORKFLOWS=1 (about 30 s more).
+GATEWAY_WORKFLOWS = (
+    FEDERATED
+    if os.environ.get("CATALOG_POOLS_ALL_WORKFLOWS") == "1"
+    else ["std", "where", "concat", "corr", "three_sites", "weighted"]
+)
 BIN = Path(sys.executable).parent
 
 
@@ -139,7 +156,7 @@ def gateways(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Gat
 
 
 def write_catalog(path: Path, data: Path, gateways: dict[str, GatewayServer]) -> Path:
-    """A multi-site catalog whose sites each declare their own Dask Gateway."""
+    """A multi-site catalog whose sites each declare a Dask Gateway (two may share one server)."""
     sites = {}
     for site, server in gateways.items():
         sites[site] = {
@@ -199,6 +216,30 @@ def test_connect_and_federated_seed_workload(gateways, tmp_path: Path) -> None:
             np.testing.assert_allclose(
                 diff.compute(scheduler=federated(again)).values, expected.values, rtol=1e-6
             )
+
+
+@pytest.fixture(scope="module")
+def three_site_clients(
+    gateways: dict[str, GatewayServer], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SiteClients]:
+    """The benchmark's three sites over the two servers: ``dwd``'s cluster lives on ECMWF's server."""
+    root = tmp_path_factory.mktemp("three-sites")
+    servers = {A: gateways["ecmwf"], B: gateways["eumetsat"], C: gateways["ecmwf"]}
+    cat = catalog_pools.open_catalog(write_catalog(root / "catalog.yaml", root / "data", servers))
+    clients = catalog_pools.connect(cat, timeout=90)
+    try:
+        addresses = {site: c.scheduler.address for site, c in clients.items()}
+        assert sorted(addresses) == sorted(servers)
+        assert len(set(addresses.values())) == 3, f"sites share a cluster: {addresses}"
+        assert all(a.startswith("gateway://") for a in addresses.values()), addresses
+        yield clients
+    finally:
+        clients.close()
+
+
+@pytest.mark.parametrize("name", GATEWAY_WORKFLOWS)
+def test_benchmark_workflow_over_gateways(three_site_clients: SiteClients, one_cluster, name: str) -> None:
+    check_workflow(three_site_clients, one_cluster, name)
 
 
 def test_unreachable_gateway_is_named_within_the_timeout(gateways, silent_port: int) -> None:

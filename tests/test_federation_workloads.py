@@ -10,28 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 from distributed import Client
+from federation_helpers import FEDERATED, check_workflow, one_cluster
 
-from benchmarks.workloads import (
-    CLUSTER_ENV,
-    NOT_FEDERATED,
-    WORKFLOWS,
-    A,
-    B,
-    C,
-    expected_values,
-    measure,
-    measure_federated,
-    start_site_clusters,
-)
-from catalog_pools.cluster import LocalSitesCluster
+from benchmarks.workloads import NOT_FEDERATED, WORKFLOWS, start_site_clusters
 
-#: federated cross-site bytes may exceed the one-cluster figure by at most this factor
-BOUND = 1.2
-
-FEDERATED = [name for name in WORKFLOWS if name not in NOT_FEDERATED]
+__all__ = ["one_cluster"]  # a fixture: used by name
 
 
 @pytest.fixture(scope="module")
@@ -46,34 +31,11 @@ def site_clients(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
             clusters[site].close()
 
 
-@pytest.fixture(scope="module")
-def one_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
-    directory: Path = tmp_path_factory.mktemp("one-cluster")
-    with (
-        LocalSitesCluster(
-            {A: 1, B: 1, C: 1},
-            threads_per_worker=1,
-            memory_limit="1GiB",
-            local_directory=directory,
-            env=CLUSTER_ENV,
-        ) as cluster,
-        Client(cluster, set_as_default=False) as client,
-    ):
-        client.wait_for_workers(3, timeout=120)
-        yield client
-
-
 @pytest.mark.parametrize("name", FEDERATED)
 def test_workflow_federated_equals_xarray_within_bound(
     site_clients: dict[str, Client], one_cluster: Client, name: str
 ) -> None:
-    one, _, one_values, _ = measure(one_cluster, name, pooled=True)
-    federated_bytes, values = measure_federated(site_clients, name)
-    expected = expected_values(name)
-    assert np.allclose(values, expected, equal_nan=True)
-    assert np.allclose(one_values, expected, equal_nan=True)
-    assert one > 0
-    assert 0 < federated_bytes <= BOUND * one, (name, federated_bytes, one)
+    check_workflow(site_clients, one_cluster, name)
 
 
 def test_persisted_workflows_are_the_documented_limit() -> None:

@@ -131,14 +131,18 @@ def _auth(spec: Any) -> Any:
         return get_auth(kind)
 
 
-def _cluster(gateway: Any, spec: Mapping[str, Any]) -> tuple[Any, bool]:
-    """Reuse the named or a matching running cluster, else start one; ``(cluster, created)``."""
+def _cluster(gateway: Any, spec: Mapping[str, Any], taken: set[str]) -> tuple[Any, bool]:
+    """Reuse the named or a matching running cluster, else start one; ``(cluster, created)``.
+
+    A cluster named in ``taken`` already serves another site (two sites may
+    share one Gateway server) and is not reused for this one.
+    """
     if spec.get("cluster"):
         return gateway.connect(spec["cluster"]), False
     options = dict(spec.get("cluster_options") or {})
     for report in gateway.list_clusters(status="running"):
         current = dict(report.options or {})
-        if all(current.get(k) == v for k, v in options.items()):
+        if report.name not in taken and all(current.get(k) == v for k, v in options.items()):
             return gateway.connect(report.name), False
     return gateway.new_cluster(shutdown_on_close=True, **options), True
 
@@ -153,7 +157,7 @@ def _open_site(site: str, spec: Mapping[str, Any], timeout: float, out: SiteClie
         public_address=spec.get("public_address"),
         auth=_auth(spec.get("auth")),
     )
-    cluster, created = _cluster(gateway, spec)
+    cluster, created = _cluster(gateway, spec, {c.name for c in out.clusters.values()})
     out.clusters[site] = cluster
     if created:
         out.created.add(site)
