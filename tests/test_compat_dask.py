@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dask
 import dask.array as da
 import numpy as np
 from dask.blockwise import _can_fuse_annotations
@@ -69,3 +70,28 @@ def test_forwarded_key_sees_aliases_and_delayed_renaming() -> None:
     forwarded = {k: v for k, t in tasks.items() if (v := forwarded_key(t)) is not None}
     assert any(k in tasks and v in tasks and k != v for k, v in forwarded.items()), forwarded
     assert all(v in tasks for v in forwarded.values())
+
+
+def test_merged_graphs_give_per_key_annotations_with_tombstones() -> None:
+    """A delayed call on a pinned and an unpinned value: dask stores per-key annotation functions."""
+    import numpy as np
+    from dask.base import collections_to_expr
+
+    from catalog_pools import pool
+    from catalog_pools._compat.dask_internals import key_annotations
+
+    with pool("ecmwf"):
+        a = dask.delayed(np.arange)(10.0)
+    b = dask.delayed(np.full)(10, 2.0)
+    c = dask.delayed(sum)([b, a])
+    (hlg_expr,) = collections_to_expr([c]).optimize().operands
+    per_key = {
+        name: layer.annotations
+        for name, layer in hlg_expr.hlg.layers.items()
+        if layer.annotations and any(map(callable, layer.annotations.values()))
+    }
+    assert per_key, "dask no longer stores per-key annotation functions when merging graphs"
+    pinned = next(n for n in per_key if n.startswith("arange"))
+    unpinned = next(n for n in per_key if n.startswith("full"))
+    assert key_annotations(per_key[pinned], pinned)["pool"] == "ecmwf"
+    assert "pool" not in key_annotations(per_key[unpinned], unpinned)  # the tombstone is dropped

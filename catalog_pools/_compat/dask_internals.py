@@ -5,7 +5,7 @@ Pinned by ``tests/test_compat_dask.py``.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 # The task-spec classes are how dask 2026 represents a materialized graph; the
@@ -31,6 +31,7 @@ __all__ = [
     "forwarded_key",
     "fuse_linear_task_spec",
     "fused_output_key",
+    "key_annotations",
     "optimize_slices",
     "task_like",
 ]
@@ -86,3 +87,18 @@ def forwarded_key(task: Any) -> Hashable | None:
         target = task.target
         return target.key if isinstance(target, TaskRef) else target
     return None
+
+
+def key_annotations(annotations: Mapping[str, Any], key: Hashable) -> dict[str, Any]:
+    """A layer's annotations as they apply to ``key``.
+
+    Why: when dask merges graphs with different annotations (``dask.compute(a, b)``,
+    ``dask.delayed`` of collections) it stores per-key functions, and a key with
+    no annotation of a kind gets the private ``dask._expr._AnnotationsTombstone``;
+    only dask's own ``__dask_annotations__`` filters it, and that materializes
+    every layer of the graph. Values that are tombstones are dropped here.
+    """
+    from dask._expr import _AnnotationsTombstone
+
+    evaluated = {n: v(key) if callable(v) else v for n, v in annotations.items()}
+    return {n: v for n, v in evaluated.items() if not isinstance(v, _AnnotationsTombstone)}

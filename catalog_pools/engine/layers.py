@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 from dask.highlevelgraph import HighLevelGraph
 
+from .._compat.dask_internals import key_annotations
 from .placement import topological_order
-from .sites import ANNOTATION, NBYTES, ORIGIN, RELAY, REPLICAS, WAIT, other_resources, pin_of
+from .sites import ANNOTATION, NBYTES, ORIGIN, RELAY, REPLICAS, WAIT, other_resources, per_key, pin_of
 
 Key = Hashable
 
@@ -73,9 +74,7 @@ class LayerInfo:
         ann = self._annotations.get(key_name(key))
         if not ann:
             return {}
-        if any(callable(v) for v in ann.values()):
-            return {n: (v(key) if callable(v) else v) for n, v in ann.items()}
-        return ann
+        return key_annotations(ann, key) if per_key(ann) else ann
 
     def pin(self, key: Key) -> tuple[bool, str | None]:
         """:func:`~catalog_pools.engine.sites.pin_of` the key's annotations, cached per layer."""
@@ -105,13 +104,8 @@ class LayerInfo:
         return None if math.isnan(n) else float(n * itemsize)  # NaN: unknown chunk sizes
 
 
-def _per_key(annotations: Mapping[str, Any]) -> bool:
-    """Whether some annotation is a function of the key (dask's merged graphs)."""
-    return any(callable(v) for v in annotations.values())
-
-
 def _only_pins(annotations: Mapping[str, Any]) -> bool:
-    if _per_key(annotations):
+    if per_key(annotations):
         return False
     if set(annotations) - {ANNOTATION, "resources", ORIGIN, RELAY, NBYTES, WAIT}:
         return False
@@ -127,7 +121,7 @@ def has_pools(hlg: HighLevelGraph) -> bool:
     """
     for layer in hlg.layers.values():
         annotations = layer.annotations or {}
-        if _per_key(annotations):
+        if per_key(annotations):
             return any(callable(annotations.get(name)) for name in (ANNOTATION, "resources"))
         if pin_of(annotations)[0]:
             return True
@@ -163,7 +157,7 @@ def spread_layer_pins(hlg: HighLevelGraph) -> HighLevelGraph:
 def _is_pure_pin(annotations: Mapping[str, Any]) -> bool:
     """Annotations that say only "pinned to one site" (and, for replicated data, its replica sites)."""
     if (
-        _per_key(annotations)
+        per_key(annotations)
         or set(annotations) - {REPLICAS} != {ANNOTATION, "resources"}
         or annotations[ANNOTATION] is None
     ):

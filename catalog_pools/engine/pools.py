@@ -8,8 +8,9 @@ from typing import Any
 
 import dask
 
+from .._compat.dask_internals import key_annotations
 from ..errors import QueryPlanningError
-from .sites import ANNOTATION, pin_of, site_resources, validate_site
+from .sites import ANNOTATION, per_key, pin_of, site_resources, validate_site
 
 
 def check_query_planning() -> None:
@@ -82,8 +83,11 @@ def pools_in(collection: Any) -> set[str]:
     found: set[str] = set()
     if isinstance(graph, HighLevelGraph):
         for layer in graph.layers.values():
-            site = pin_of(layer.annotations or {})[1]
-            if site is not None:
+            annotations = layer.annotations or {}
+            if per_key(annotations):  # merged graphs: one pin per key
+                sites = (pin_of(key_annotations(annotations, k))[1] for k in layer)
+                found.update(s for s in sites if s is not None)
+            elif (site := pin_of(annotations)[1]) is not None:
                 found.add(site)
     return found
 

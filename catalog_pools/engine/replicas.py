@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .sites import ANNOTATION, NBYTES, ORIGIN, REPLICAS, pin_of, site_resources
+from .sites import ANNOTATION, NBYTES, ORIGIN, REPLICAS, per_key, pin_of, site_resources
 
 
 def layer_nbytes(layer: Any) -> float:
@@ -54,6 +54,8 @@ def choose_replicas(hlg: Any) -> Any:
     held: dict[str, float] = {}
     for name, layer in hlg.layers.items():
         ann = layer.annotations or {}
+        if per_key(ann):
+            continue  # placed key by key by the optimizer's rules
         if ann.get(REPLICAS):
             groups.setdefault(tuple(ann[REPLICAS]), []).append(name)
         elif (pin := pin_of(ann))[0] and pin[1] is not None:
@@ -87,7 +89,7 @@ def replica_sites(collection: Any) -> dict[Hashable, tuple[str, ...]]:
     return {
         n: tuple(layer.annotations[REPLICAS])
         for n, layer in layers.items()
-        if (layer.annotations or {}).get(REPLICAS)
+        if not per_key(layer.annotations or {}) and (layer.annotations or {}).get(REPLICAS)
     }
 
 

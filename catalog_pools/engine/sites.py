@@ -79,6 +79,12 @@ def sites_of_resources(resources: Mapping[str, Any] | None) -> list[str]:
     return sorted(s for s in map(site_of_resource, resources or {}) if s is not None)
 
 
+def per_key(annotations: Mapping[str, Any]) -> bool:
+    """Whether a layer's annotations are functions of the key (as dask leaves them
+    after merging annotated graphs): such a layer is read key by key, never as a whole."""
+    return any(callable(v) for v in annotations.values())
+
+
 def pin_of(
     annotations: Mapping[str, Any], resources: Mapping[str, Any] | None = None
 ) -> tuple[bool, str | None]:
