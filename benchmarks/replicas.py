@@ -1,8 +1,8 @@
 """Replicas: the seed workload with the predictions at one site vs replicated at both.
 
-    python benchmarks/replicas.py [--scale small|demo|seed] [--data DIR] [--repeat N]
+    python -m benchmarks.replicas [--scale small|demo|seed] [--data DIR] [--repeat N]
 
-Loopback only (one machine, ``LocalSitesCluster({"ecmwf": 2, "eumetsat": 2})``):
+Default: loopback (one machine, ``LocalSitesCluster({"ecmwf": 2, "eumetsat": 2})``):
 bytes are counted by :func:`catalog_pools.traffic.traffic` between the sites'
 workers, not on an emulated WAN. Rows:
 
