@@ -1,8 +1,8 @@
 """Replicas: the seed workload with the predictions at one site vs replicated at both.
 
-    python benchmarks/replicas.py [--scale small|demo|seed] [--data DIR] [--repeat N]
+    python -m benchmarks.replicas [--scale small|demo|seed] [--data DIR] [--repeat N]
 
-Loopback only (one machine, ``LocalSitesCluster({"ecmwf": 2, "eumetsat": 2})``):
+Default: loopback (one machine, ``LocalSitesCluster({"ecmwf": 2, "eumetsat": 2})``):
 bytes are counted by :func:`catalog_pools.traffic.traffic` between the sites'
 workers, not on an emulated WAN. Rows:
 
@@ -18,6 +18,18 @@ workers, not on an emulated WAN. Rows:
     then at EUMETSAT. A new cluster for this row.
 
 Each row checks its values against plain xarray on the same files.
+
+``--wan`` (root): the same three rows on the emulated WAN of
+:mod:`benchmarks.wan` (each site, the client and the scheduler in its own
+network namespace behind a shaped router; see :mod:`benchmarks.netns`). Each
+site serves its data over HTTP from its own address; EUMETSAT's server also
+holds a copy of the predictions (copied under the benchmark's own data root),
+and the replicated catalog's ``metadata.replicas.eumetsat.urlpath`` is that
+server's URL. Cross-site bytes are IP bytes counted at the router between the
+sites and the client. One cluster (``respawn=False``) serves all rows, the kill
+row last. Results: ``benchmarks/results/replicas-wan-<scale>.{md,json}``::
+
+    sudo python -m benchmarks.replicas --wan [--scale small|demo] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -97,8 +109,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=None, help="data root (default: a temporary directory)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per row (median time)")
     parser.add_argument("--kill-after", type=float, default=0.5, help="seconds before ECMWF's workers die")
+    parser.add_argument("--wan", action="store_true", help="on the emulated WAN (root; see above)")
+    parser.add_argument("--timeout", type=float, default=420.0, help="--wan: global bound, seconds")
+    parser.add_argument("--wan-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
+    if args.wan_child:
+        from benchmarks.replicas_wan import child_main
+
+        return child_main(*args.wan_child)
+    if args.wan:
+        from benchmarks.replicas_wan import wan_main
+
+        return wan_main(args.scale, args.repeat, args.kill_after, args.timeout)
 
     import numpy as np
     import xarray as xr
