@@ -88,6 +88,15 @@ class LayerInfo:
             found = self._pins[id(ann)] = pin_of(ann)
         return found
 
+    def replicated(self, key: Key) -> bool:
+        """Whether the key's layer is a replicated load (:data:`~.sites.REPLICAS`), read per layer."""
+        ann = self._annotations.get(key_name(key))
+        if not ann:
+            return False
+        if _per_key(ann):
+            return bool(self.annotations(key).get(REPLICAS))
+        return bool(ann.get(REPLICAS))
+
     def nbytes(self, key: Key) -> float | None:
         """Estimated output bytes of an array chunk key (chunk shape x itemsize)."""
         name = key_name(key)

@@ -21,7 +21,7 @@ from .._compat.dask_internals import (
 from .guard import guard_task, guarded_site
 from .layers import LayerInfo
 from .placement import assign_sites, dependents_of, plan_relays, topological_order, undecided_keys
-from .sites import ANNOTATION, NBYTES, OPTED_OUT, ORIGIN, PROPAGATED, RELAY, REPLICAS, WAIT, site_resources
+from .sites import ANNOTATION, NBYTES, OPTED_OUT, ORIGIN, PROPAGATED, RELAY, WAIT, site_resources
 
 Kind = Literal["array", "delayed"]
 
@@ -232,7 +232,7 @@ class Plan:
     def _replicated(self, key: Hashable, task: Any) -> bool:
         """A replicated load may run in any replica site: its store refuses the others, not a guard."""
         source = fused_output_key(key, task)
-        return bool(self.info.annotations(self.renamed.get(source, source)).get(REPLICAS))
+        return self.info.replicated(self.renamed.get(source, source))
 
     def layers(self, parts: list[_Part], wait: float | None) -> dict[str, Any]:
         """One layer per distinct annotation set (per-layer constants, not per-key dicts)."""
