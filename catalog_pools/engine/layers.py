@@ -93,7 +93,7 @@ class LayerInfo:
         ann = self._annotations.get(key_name(key))
         if not ann:
             return False
-        if _per_key(ann):
+        if per_key(ann):
             return bool(self.annotations(key).get(REPLICAS))
         return bool(ann.get(REPLICAS))
 
