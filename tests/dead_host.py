@@ -9,8 +9,8 @@ from contextlib import contextmanager
 
 
 @contextmanager
-def dead_host_server() -> Iterator[str]:
-    """Yield ``http://127.0.0.1:PORT`` of a server that accepts and never replies."""
+def dead_host_server(scheme: str = "http") -> Iterator[str]:
+    """Yield ``<scheme>://127.0.0.1:PORT`` of a server that accepts and never replies."""
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(256)
@@ -28,7 +28,7 @@ def dead_host_server() -> Iterator[str]:
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{srv.getsockname()[1]}"
+        yield f"{scheme}://127.0.0.1:{srv.getsockname()[1]}"
     finally:
         stop.set()
         thread.join(2)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import pickle
 import signal
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 import xarray as xr
 from dask.sizeof import sizeof
+from dead_host import dead_host_server
 from distributed import Client, LocalCluster, get_task_stream
 
 import catalog_pools
@@ -238,28 +238,8 @@ def test_task_errors_reach_the_user(site_clients) -> None:
 @pytest.fixture
 def silent_address() -> Iterator[str]:
     """A TCP server on loopback that accepts connections and never answers."""
-    server = socket.create_server(("127.0.0.1", 0))
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                held.append(server.accept()[0])
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield f"tcp://127.0.0.1:{server.getsockname()[1]}"
-    finally:
-        stop.set()
-        thread.join()
-        for conn in held:
-            conn.close()
-        server.close()
+    with dead_host_server("tcp") as address:
+        yield address
 
 
 def test_unreachable_site_is_named_within_the_timeout(site_clients, silent_address) -> None:
