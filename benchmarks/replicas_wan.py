@@ -27,7 +27,6 @@ import shutil
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -243,27 +242,14 @@ def run_topology(cfg: wan.Config, repeat: int, kill_after: float) -> dict[str, A
             "single copy": wan.write_catalog(cfg),
             "replicated": write_replicated_catalog(cfg, f"{base['eumetsat']}/{PRED_REL}"),
         }
-        cfg.scheduler_host = topo.node["sched"].ip
-        cfg.scheduler_prefix = topo.node["sched"].prefix
-        cfg.prefixes = {s: topo.node[s].prefix for s in wan.SITES}
-        cfg.worker_hosts = {s: topo.node[s].ip for s in wan.SITES}
-        cfg.router = {"router_ns": topo.counters.router_ns, "nets": dict(topo.counters.nets)}
-        with tempfile.TemporaryDirectory(prefix="cp-repl-wan-") as tmp:
-            cfg_path, out_path = Path(tmp) / "config.json", Path(tmp) / "result.json"
-            spec = {"cfg": asdict(cfg), "catalogs": catalogs, "repeat": repeat, "kill_after": kill_after}
-            cfg_path.write_text(json.dumps(spec))
-            argv = [sys.executable, "-m", "benchmarks.replicas", "--wan-child", str(cfg_path), str(out_path)]
-            child = topo.popen("client", argv, cwd=str(wan.REPO))
-            try:
-                rc = child.wait(timeout=max(10.0, cfg.deadline - time.time() + 10))
-            except subprocess.TimeoutExpired:
-                raise TimeoutError("client side did not finish before the deadline") from None
-            if rc != 0:
-                raise RuntimeError(f"client side failed with exit code {rc}")
-            res = json.loads(out_path.read_text())
-        res["root_guard_packets"] = topo.root_guard_packets()
-        res["topology"] = topo.describe()
-        return res
+        wan.place_on_topology(cfg, topo)
+        spec = {"cfg": asdict(cfg), "catalogs": catalogs, "repeat": repeat, "kill_after": kill_after}
+        return wan.run_client_side(
+            topo,
+            cfg.deadline,
+            spec,
+            lambda config, out: ["benchmarks.replicas", "--wan-child", str(config), str(out)],
+        )
 
 
 def _summary(rows: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:

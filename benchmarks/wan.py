@@ -63,7 +63,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -595,38 +595,46 @@ def run_wan(cfg: Config) -> dict[str, Any]:
                 if s == site:
                     cfg.urls[name] = f"http://{ip}:{cfg.port}/{Path(rel).relative_to(site)}"
         cfg.catalog = write_catalog(cfg)
-        cfg.scheduler_host = topo.node["sched"].ip
-        cfg.scheduler_prefix = topo.node["sched"].prefix
-        cfg.prefixes = {s: topo.node[s].prefix for s in SITES}
-        cfg.worker_hosts = {s: topo.node[s].ip for s in SITES}
-        c = topo.counters
-        cfg.router = {"router_ns": c.router_ns, "nets": dict(c.nets)}
-        with tempfile.TemporaryDirectory(prefix="cp-wan-") as tmp:
-            cfg_path, out_path = Path(tmp) / "config.json", Path(tmp) / "result.json"
-            cfg_path.write_text(json.dumps(asdict(cfg)))
-            child = topo.popen(
-                "client",
-                [
-                    sys.executable,
-                    "-m",
-                    "benchmarks.wan",
-                    "--child",
-                    str(cfg_path),
-                    "--child-out",
-                    str(out_path),
-                ],
-                cwd=str(REPO),
-            )
-            try:
-                rc = child.wait(timeout=max(10.0, cfg.deadline - time.time() + 10))
-            except subprocess.TimeoutExpired:
-                raise TimeoutError("client side did not finish before the deadline") from None
-            if rc != 0:
-                raise RuntimeError(f"client side failed with exit code {rc}")
-            res = json.loads(out_path.read_text())
-        res["root_guard_packets"] = topo.root_guard_packets()
-        res["topology"] = topo.describe()
-        return res
+        place_on_topology(cfg, topo)
+        return run_client_side(
+            topo,
+            cfg.deadline,
+            asdict(cfg),
+            lambda config, out: ["benchmarks.wan", "--child", str(config), "--child-out", str(out)],
+        )
+
+
+def place_on_topology(cfg: Config, topo: Any) -> None:
+    """Point ``cfg``'s scheduler, site workers and byte counters at the namespaces of ``topo``."""
+    cfg.scheduler_host = topo.node["sched"].ip
+    cfg.scheduler_prefix = topo.node["sched"].prefix
+    cfg.prefixes = {s: topo.node[s].prefix for s in SITES}
+    cfg.worker_hosts = {s: topo.node[s].ip for s in SITES}
+    cfg.router = {"router_ns": topo.counters.router_ns, "nets": dict(topo.counters.nets)}
+
+
+def run_client_side(
+    topo: Any, deadline: float, spec: dict[str, Any], module_args: Callable[[Path, Path], list[str]]
+) -> dict[str, Any]:
+    """Run ``python -m <module_args(config, out)>`` in the client namespace, bounded by ``deadline``.
+
+    The child reads ``spec`` (JSON) from ``config`` and writes its JSON result to
+    ``out``; returned with the root namespace's guard count and the topology.
+    """
+    with tempfile.TemporaryDirectory(prefix="cp-wan-") as tmp:
+        cfg_path, out_path = Path(tmp) / "config.json", Path(tmp) / "result.json"
+        cfg_path.write_text(json.dumps(spec))
+        child = topo.popen("client", [sys.executable, "-m", *module_args(cfg_path, out_path)], cwd=str(REPO))
+        try:
+            rc = child.wait(timeout=max(10.0, deadline - time.time() + 10))
+        except subprocess.TimeoutExpired:
+            raise TimeoutError("client side did not finish before the deadline") from None
+        if rc != 0:
+            raise RuntimeError(f"client side failed with exit code {rc}")
+        res: dict[str, Any] = json.loads(out_path.read_text())
+    res["root_guard_packets"] = topo.root_guard_packets()
+    res["topology"] = topo.describe()
+    return res
 
 
 def write_catalog(cfg: Config) -> str:
