@@ -21,7 +21,7 @@ from typing import Any, cast
 from dask.core import get_deps
 
 from ..engine.placement import assign_sites, topological_order
-from ..engine.sites import ANNOTATION, sites_of_resources
+from ..engine.sites import ANNOTATION, pin_of
 from ..traffic.report import CLIENT
 
 Key = Hashable
@@ -48,14 +48,10 @@ def read_pins(annotations: Mapping[str, Mapping[Key, Any]]) -> dict[Key, str]:
     their inputs are, like any unpinned task.
     """
     pins: dict[Key, str] = {}
-    for key, resources in annotations.get("resources", {}).items():
-        found = sites_of_resources(resources)
-        if found:
-            pins[key] = found[0]
-    for key, site in annotations.get(ANNOTATION, {}).items():
-        if site is None:
-            pins.pop(key, None)
-        else:
+    by_kind = {kind: annotations.get(kind, {}) for kind in (ANNOTATION, "resources")}
+    for key in dict.fromkeys(k for values in by_kind.values() for k in values):  # stable order
+        site = pin_of({kind: values[key] for kind, values in by_kind.items() if key in values})[1]
+        if site is not None:
             pins[key] = site
     return pins
 

@@ -18,8 +18,9 @@ from dask.core import flatten
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from dask.utils import key_split
 
+from .._compat.dask_internals import key_annotations
 from ..engine.placement import assign_sites
-from ..engine.sites import ANNOTATION, sites_of_resources, worker_sites
+from ..engine.sites import pin_of, sites_of_resources, worker_sites
 from .plan import ANYWHERE, Join, Plan, Price, parse_price, prices_from_metadata
 from .report import CLIENT
 from .sizes import chunk_bytes, size_guarded, size_relays
@@ -98,11 +99,7 @@ def _as_hlg(optimized: Any) -> HighLevelGraph:
 
 
 def _site_of(annotations: Mapping[str, Any], key: Key) -> str | None:
-    values = {n: (v(key) if callable(v) else v) for n, v in annotations.items()}
-    if values.get(ANNOTATION) is not None:
-        return str(values[ANNOTATION])
-    found = sites_of_resources(values.get("resources"))
-    return found[0] if found else None
+    return pin_of(key_annotations(annotations, key))[1]
 
 
 def _add_persisted_edges(graph: Any, dependencies: dict[Key, set[Key]]) -> None:
@@ -203,8 +200,7 @@ def _held_keys(dask_scheduler: Any, keys: list[Key]) -> dict[Key, tuple[str | No
                 site = found[0]
                 break
         if site is None:
-            annotated = (ts.annotations or {}).get(ANNOTATION)
-            site = annotated or next(iter(sites_of_resources(ts.resource_restrictions)), None)
+            site = pin_of(ts.annotations or {}, ts.resource_restrictions)[1]
         out[key] = (site, ts.nbytes if ts.nbytes is not None and ts.nbytes >= 0 else None)
     return out
 
