@@ -33,7 +33,7 @@ from distributed.protocol.pickle import dumps
 from distributed.protocol.serialize import Serialized, deserialize
 from tornado import web
 
-from ..engine.sites import ANNOTATION, sites_of_resources
+from ..engine.sites import pin_of, sites_of_resources
 from .logs import collect
 from .report import CLIENT, NO_SITE
 
@@ -52,10 +52,7 @@ def _worker_site(ws: Any) -> str:
 
 
 def _task_site(ts: Any) -> str:
-    site = (ts.annotations or {}).get(ANNOTATION)
-    if site is None:
-        found = sites_of_resources(ts.resource_restrictions)
-        site = found[0] if found else None
+    site = pin_of(ts.annotations or {}, ts.resource_restrictions)[1]
     return str(site) if site is not None else NO_SITE
 
 
