@@ -40,7 +40,11 @@ class LayerInfo:
     def __init__(self, layers: Mapping[str, Any]) -> None:
         self._annotations: dict[Hashable, dict[str, Any]] = {}
         self._chunks: dict[Hashable, tuple[Any, int]] = {}
+        #: name -> (ndim, bytes of every chunk) for layers whose chunks are all one size
+        self._uniform: dict[Hashable, tuple[int, float]] = {}
         self._pins: dict[int, tuple[bool, str | None]] = {}
+        #: whether any layer is a replicated load (:meth:`replicated` is then read per key)
+        self.any_replicated = False
         #: whether any layer has annotations other than a pin (priority, retries, ...)
         self.extra = False
         self.add(layers)
@@ -51,13 +55,25 @@ class LayerInfo:
             meta = layer.collection_annotations or {}
             chunks, dtype = meta.get("chunks"), meta.get("dtype")
             if chunks and dtype is not None:
-                self._chunks[name] = (chunks, np.dtype(dtype).itemsize)
+                self._add_chunks(name, chunks, np.dtype(dtype).itemsize)
             if not layer.annotations:
                 continue
+            self.any_replicated = self.any_replicated or REPLICAS in layer.annotations or per_key(layer.annotations)
             if not self.extra:
                 self.extra = not _only_pins(layer.annotations)
             for key_owner in self._names(name, layer):
                 self._annotations[key_owner] = layer.annotations
+
+    def _add_chunks(self, name: Hashable, chunks: Any, itemsize: int) -> None:
+        self._chunks[name] = (chunks, itemsize)
+        try:
+            sizes = [set(dim) for dim in chunks]
+        except TypeError:
+            return
+        if all(len(dim) == 1 for dim in sizes):
+            n = math.prod(next(iter(dim)) for dim in sizes)
+            if not math.isnan(n):
+                self._uniform[name] = (len(sizes), float(n * itemsize))
 
     @staticmethod
     def _names(name: str, layer: Any) -> set[Hashable]:
@@ -90,6 +106,8 @@ class LayerInfo:
 
     def replicated(self, key: Key) -> bool:
         """Whether the key's layer is a replicated load (:data:`~.sites.REPLICAS`), read per layer."""
+        if not self.any_replicated:
+            return False
         ann = self._annotations.get(key_name(key))
         if not ann:
             return False
@@ -99,7 +117,12 @@ class LayerInfo:
 
     def nbytes(self, key: Key) -> float | None:
         """Estimated output bytes of an array chunk key (chunk shape x itemsize)."""
-        name = key_name(key)
+        if not isinstance(key, tuple) or not key:
+            return None
+        name = key[0]
+        uniform = self._uniform.get(name)
+        if uniform is not None:
+            return uniform[1] if len(key) - 1 == uniform[0] else None
         info = self._chunks.get(name)
         if info is None or not isinstance(key, tuple):
             return None

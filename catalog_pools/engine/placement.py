@@ -161,19 +161,24 @@ def _site_from_inputs(
     size: Callable[[Key], float],
 ) -> str | None:
     """Rules 1 and 2: the one site of a task's inputs, or the one holding most of their bytes."""
-    inputs: dict[str, list[Key]] = defaultdict(list)
-    for dep in deps:
-        site = sites.get(relays.get(dep, dep))
-        if site is not None:
-            inputs[site].append(dep)
-    if len(inputs) < 2:
-        return next(iter(inputs), None)
+    first: str | None = None
+    for dep in deps:  # most tasks read one site: answer without grouping
+        site = sites.get(relays.get(dep, dep) if relays else dep)
+        if site is None or site == first:
+            continue
+        if first is not None:
+            break
+        first = site
+    else:
+        return first
     # An input used by n tasks crosses once for all of them (relays), so each
     # task carries 1/n of its bytes.
-    weights = {
-        site: sum(size(relays.get(d, d)) / max(len(dependents.get(d, ())), 1) for d in group)
-        for site, group in inputs.items()
-    }
+    weights: dict[str, float] = {}
+    for dep in deps:
+        source = relays.get(dep, dep) if relays else dep
+        site = sites.get(source)
+        if site is not None:
+            weights[site] = weights.get(site, 0.0) + size(source) / (len(dependents.get(dep, ())) or 1)
     return choose_site(weights)
 
 

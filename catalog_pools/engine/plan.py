@@ -96,11 +96,13 @@ class Plan:
 
     def output_nbytes(self, key: Hashable) -> float | None:
         """A key's bytes; dask.array's ``finalize`` (the array gathered) sums its chunks'."""
+        size = self.nbytes(key)
+        if size is not None:
+            return size
         from dask.array.core import finalize
 
-        size = self.nbytes(key)
         task = self.graph.get(key)
-        if size is None and task is not None and getattr(task, "func", None) is finalize:
+        if task is not None and getattr(task, "func", None) is finalize:
             sizes = [self.output_nbytes(d) for d in task.dependencies]
             size = None if not sizes or None in sizes else float(sum(sizes))  # type: ignore[arg-type]
         return size
@@ -192,28 +194,48 @@ class Plan:
             return None if self.pins[key] is not None else OPTED_OUT
         return PROPAGATED
 
+    def _partitions(
+        self, requested: set[Hashable]
+    ) -> tuple[dict[tuple[str | None, _Origin], dict[Hashable, Any]], set[Hashable]]:
+        """Tasks grouped by site and origin, and the keys read in another group.
+
+        Keys read in another group are outputs of their own: fusion never
+        folds them into a task of their group.
+        """
+        ids: dict[tuple[str | None, _Origin], int] = {}
+        groups: list[dict[Hashable, Any]] = []
+        part_of: dict[Hashable, int] = {}
+        site_of, origin_of = self.sites.get, self.origin
+        for key, task in self.graph.items():
+            here = (site_of(key), origin_of(key))
+            i = ids.get(here)
+            if i is None:
+                i = ids[here] = len(groups)
+                groups.append({})
+            part_of[key] = i
+            groups[i][key] = task
+        boundary = set(requested)
+        if len(groups) > 1:
+            for key, deps in self.dependencies.items():
+                i = part_of[key]
+                for dep in deps:
+                    j = part_of.get(dep)
+                    if j is not None and j != i:
+                        boundary.add(dep)
+        return {here: groups[i] for here, i in ids.items()}, boundary
+
     def fuse(self, kind: Kind, requested: set[Hashable], guard: bool) -> list[_Part]:
         """dask's linear fusion (and slice fusion) within each site, never across."""
         if kind == "array":
             fuse = dask.config.get("optimization.fuse.active") is not False
         else:
             fuse = bool(dask.config.get("optimization.fuse.delayed"))
-        where: dict[Hashable, tuple[str | None, _Origin]] = {}
-        partitions: dict[tuple[str | None, _Origin], dict[Hashable, Any]] = defaultdict(dict)
-        for key, task in self.graph.items():
-            here = where[key] = (self.sites.get(key), self.origin(key))
-            partitions[here][key] = task
+        partitions, boundary = self._partitions(requested)
         out: list[_Part] = []
         for (site, origin), tasks in partitions.items():
             part = tasks
             if fuse:
-                here = (site, origin)
-                boundary = {
-                    k
-                    for k in part
-                    if k in requested or any(where[c] != here for c in self.dependents.get(k, ()))
-                }
-                part = fuse_linear_task_spec(part, keys=boundary)
+                part = fuse_linear_task_spec(part, keys=boundary & part.keys())
                 if kind == "array":
                     part = optimize_slices(part)
             if site is not None:
