@@ -2,9 +2,8 @@
 
 Three sites, A = ``ecmwf``, B = ``eumetsat``, C = ``dwd``, each with ``--workers``
 workers (one thread each) of a real :class:`~catalog_pools.cluster.LocalSitesCluster`
-(scheduler and workers in their own processes). The data are made by pinned
-tasks in their site (seeded ``dask.array.random``), so nothing is read from
-disk and nothing is sent by the client:
+(scheduler and workers in their own processes). The data (seeded
+``dask.array.random``, chunked one time step per chunk) are:
 
 - ``a``: ``T = 16`` weekly time steps of a ``Y x X = 90 x 180`` float64 field at A,
   one time step per chunk. One field is ``F = 90 * 180 * 8 = 129,600`` bytes;
@@ -34,6 +33,17 @@ site at least once; the cheapest meeting moves the smaller side, once:
 ``rolling``       ``(a.rolling(time=3).mean() - c).mean("time")`` -> **F**.
 ``three_sites``   ``a.sum("time") + b.sum("time") + c``: two joins of one field each -> **2F**.
 ``weighted``      ``a.weighted(w).mean(("lat", "lon"))``: the weights (Y * 8) -> **720 B**.
+
+Sites isolated as Unix users (root, ``runuser``, the interpreter reachable by other
+users; not with ``--no-isolation``): each site's workers run as ``cp-<site>``; the
+data are zarr stores (same values and chunks) in each site's mode-0700 directory
+owned by that user, opened under ``pool(site)``, so a load run on another site
+fails with ``PermissionError`` (checked once at start,
+:mod:`benchmarks.isolated_sites`). Unpooled runs may load any chunk anywhere: they
+read a world-readable copy of the same stores. All of it lives in the run's own
+temporary directory, removed at exit. Otherwise every worker runs as the caller
+and the data are made in memory by tasks pinned to their site (nothing read from
+disk, nothing sent by the client). The results header says which.
 
 Unpooled: the same computations with no ``pool()``: dask places every task
 freely, so the "sites" only name the workers the bytes moved between.
@@ -65,7 +75,8 @@ import json
 import platform
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -77,11 +88,14 @@ import pandas as pd
 import xarray as xr
 
 import catalog_pools
+from benchmarks.isolated_sites import SiteStores, check_isolation, prepare_sites
 from catalog_pools import pool
 
 A, B, C = "ecmwf", "eumetsat", "dwd"
 T, Y, X = 16, 90, 180
 F = Y * X * 8
+#: The site of each array.
+HOMES = {"a": A, "b": B, "c": C, "w": C}
 
 #: Environment of the cluster processes: the workflows' own functions (``_sub``,
 #: ...) travel in graphs by reference, so the scheduler and workers must be able
@@ -89,6 +103,8 @@ F = Y * X * 8
 CLUSTER_ENV = {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
 
 Data = dict[str, xr.DataArray]
+#: Makes the data: ``source(pooled)`` (:func:`make_data`, or ``SiteStores.open``).
+Source = Callable[[bool], Data]
 
 
 def make_data(pooled: bool) -> Data:
@@ -222,11 +238,13 @@ def expected_values(name: str) -> np.ndarray:
     return _values(result)
 
 
-def measure(client: Any, name: str, pooled: bool) -> tuple[int, float, np.ndarray, int]:
+def measure(
+    client: Any, name: str, pooled: bool, source: Source = make_data
+) -> tuple[int, float, np.ndarray, int]:
     """Cross-site bytes, seconds, values and ``explain()``'s estimate of one run of a workflow."""
     from catalog_pools.traffic import traffic
 
-    data = make_data(pooled)
+    data = source(pooled)
     persisted: list[Any] = []
 
     def persist(x: xr.DataArray) -> xr.DataArray:
@@ -246,24 +264,41 @@ def measure(client: Any, name: str, pooled: bool) -> tuple[int, float, np.ndarra
     return t.cross_site_bytes, seconds, _values(result), estimate
 
 
-def run_workflows(workers: int, names: list[str], directory: Path) -> list[Row]:
+@contextmanager
+def three_sites(workers: int, directory: Path, stores: SiteStores | None = None) -> Iterator[Any]:
+    """A client of ``workers`` workers per site; each site's as its own user with ``stores``."""
     from distributed import Client
 
     from catalog_pools.cluster import LocalSitesCluster
 
-    rows = []
-    sites = {A: workers, B: workers, C: workers}
+    env = {"PYTHONPATH": stores.pythonpath} if stores else CLUSTER_ENV
     with (
         LocalSitesCluster(
-            sites, threads_per_worker=1, memory_limit="1GiB", local_directory=directory, env=CLUSTER_ENV
+            {A: workers, B: workers, C: workers},
+            threads_per_worker=1,
+            memory_limit="1GiB",
+            local_directory=directory / "cluster",
+            env=env,
+            users=stores.users if stores else None,
         ) as cluster,
         Client(cluster) as client,
     ):
         client.wait_for_workers(3 * workers, timeout=120)
+        if stores:
+            check_isolation(client, cluster, stores)
+        yield client
+
+
+def run_workflows(
+    workers: int, names: list[str], directory: Path, stores: SiteStores | None = None
+) -> list[Row]:
+    source = stores.open if stores else make_data
+    rows = []
+    with three_sites(workers, directory, stores) as client:
         for name in names:
             expected = expected_values(name)
-            pooled_bytes, pooled_s, pooled_v, estimate = measure(client, name, pooled=True)
-            unpooled_bytes, unpooled_s, unpooled_v, _ = measure(client, name, pooled=False)
+            pooled_bytes, pooled_s, pooled_v, estimate = measure(client, name, True, source)
+            unpooled_bytes, unpooled_s, unpooled_v, _ = measure(client, name, False, source)
             ok = all(np.allclose(v, expected, equal_nan=True) for v in (pooled_v, unpooled_v))
             row = Row(name, WORKFLOWS[name][0], pooled_bytes, unpooled_bytes, pooled_s, unpooled_s, ok)
             row.explain_bytes = estimate
@@ -304,16 +339,18 @@ def start_site_clusters(workers: int, directory: Path) -> dict[str, Any]:
     return clusters
 
 
-def measure_federated(clients: dict[str, Any], name: str) -> tuple[int, np.ndarray]:
+def measure_federated(
+    clients: dict[str, Any], name: str, source: Source = make_data
+) -> tuple[int, np.ndarray]:
     """Cross-site bytes (through the coordinator) and values of one federated run."""
-    computation = WORKFLOWS[name][1](make_data(pooled=True), lambda x: x)
+    computation = WORKFLOWS[name][1](source(True), lambda x: x)
     with catalog_pools.federated(clients) as fed:
         result = dask.compute(computation, scheduler=fed)[0]
     return fed.runs[-1].cross_site_bytes, _values(result)
 
 
-def run_federated(workers: int, rows: list[Row], directory: Path) -> None:
-    """Fill each row's federated columns: one cluster per site, the coordinator in this process."""
+def run_federated(workers: int, rows: list[Row], directory: Path, source: Source = make_data) -> None:
+    """Fill each row's federated columns: one cluster per site (as the caller), the coordinator here."""
     from distributed import Client
 
     clusters = start_site_clusters(workers, directory)
@@ -323,7 +360,7 @@ def run_federated(workers: int, rows: list[Row], directory: Path) -> None:
             if row.workflow in NOT_FEDERATED:
                 continue
             expected = expected_values(row.workflow)
-            row.federated_bytes, values = measure_federated(clients, row.workflow)
+            row.federated_bytes, values = measure_federated(clients, row.workflow, source)
             row.federated_equal = bool(np.allclose(values, expected, equal_nan=True))
             print(
                 f"{row.workflow:13s} federated {row.federated_bytes:>10,d} "
@@ -376,9 +413,11 @@ def optimizer_cost(n_tasks: int, repeats: int = 3) -> dict[str, float]:
     return out
 
 
-def write(out: Path, workers: int, rows: list[Row], costs: list[dict[str, float]]) -> None:
+def write(out: Path, workers: int, rows: list[Row], costs: list[dict[str, float]], isolation: str) -> None:
     info = {
         "workers_per_site": workers,
+        "sites_isolated": isolation.startswith("yes"),
+        "isolation": isolation,
         "field_bytes": F,
         "machine": f"{platform.node()} {platform.machine()}, python {platform.python_version()}",
         "dask": dask.__version__,
@@ -400,7 +439,14 @@ def write(out: Path, workers: int, rows: list[Row], costs: list[dict[str, float]
     }
     out.with_suffix(".json").write_text(json.dumps(payload, indent=2))
     title = f"# Workflows over three sites, {workers} workers per site"
-    lines = [title, "", f"{info['when']}, dask {info['dask']}", ""]
+    lines = [
+        title,
+        "",
+        f"{info['when']}, dask {info['dask']}",
+        "",
+        f"Sites isolated as Unix users: {isolation}",
+        "",
+    ]
     if rows:
         lines += [
             "| workflow | minimum bytes | pooled bytes | pooled / minimum | unpooled bytes "
@@ -455,17 +501,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-optimizer", action="store_true")
     parser.add_argument("--federated", action="store_true", help="also run federated: one cluster per site")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/workloads"))
+    parser.add_argument(
+        "--no-isolation",
+        action="store_true",
+        help="data in memory, every worker as the caller (not per-site users)",
+    )
     args = parser.parse_args(argv)
     names = args.only or list(WORKFLOWS)
     rows: list[Row] = []
+    isolation = "not run (no cluster)"
     if args.workers:
-        with tempfile.TemporaryDirectory(prefix="workloads-") as directory:
-            rows = run_workflows(args.workers, names, Path(directory))
+        with tempfile.TemporaryDirectory(prefix="workloads-") as tmp:
+            directory = Path(tmp)
+            stores, isolation = prepare_sites(directory, make_data(pooled=False), HOMES, args.no_isolation)
+            rows = run_workflows(args.workers, names, directory, stores)
             if args.federated:
-                run_federated(args.workers, rows, Path(directory))
+                run_federated(args.workers, rows, directory, stores.open if stores else make_data)
     costs = [] if args.skip_optimizer else [optimizer_cost(n) for n in args.opt_sizes]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    write(args.out, args.workers, rows, costs)
+    write(args.out, args.workers, rows, costs, isolation)
 
 
 if __name__ == "__main__":
