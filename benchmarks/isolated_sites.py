@@ -199,7 +199,7 @@ def check_isolation(client: Any, cluster: Any, stores: SiteStores) -> None:
     with pool(other):
         misplaced = _open(stores.private[name], name)
     try:
-        misplaced.isel({d: 0 for d in misplaced.dims}).compute()
+        dask.compute(misplaced.isel({d: 0 for d in misplaced.dims}), scheduler=client.get)
     except PermissionError:
         return
     raise RuntimeError(f"a worker of {other} read {stores.private[name]}: sites are not isolated")
