@@ -11,12 +11,13 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Hashable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from dask.highlevelgraph import HighLevelGraph
 
 from .._compat.dask_internals import key_annotations
+from .guard import guarded_site
 from .placement import topological_order
 from .sites import ANNOTATION, NBYTES, ORIGIN, RELAY, REPLICAS, WAIT, other_resources, per_key, pin_of
 
@@ -58,7 +59,9 @@ class LayerInfo:
                 self._add_chunks(name, chunks, np.dtype(dtype).itemsize)
             if not layer.annotations:
                 continue
-            self.any_replicated = self.any_replicated or REPLICAS in layer.annotations or per_key(layer.annotations)
+            self.any_replicated = (
+                self.any_replicated or REPLICAS in layer.annotations or per_key(layer.annotations)
+            )
             if not self.extra:
                 self.extra = not _only_pins(layer.annotations)
             for key_owner in self._names(name, layer):
@@ -196,3 +199,40 @@ def _is_pure_pin(annotations: Mapping[str, Any]) -> bool:
         return False
     pinned, site = pin_of(annotations)
     return pinned and site is not None and len(annotations["resources"]) == 1
+
+
+def materialize(
+    hlg: HighLevelGraph, info: LayerInfo
+) -> tuple[dict[Key, Any], dict[Key, str | None], list[list[Key]]]:
+    """The tasks of ``hlg``, their pins and their keys layer by layer.
+
+    The graph is ``convert_legacy_graph(ensure_dict(hlg))``, as dask's own
+    optimizer makes it; pins are read once per layer (per key only where the
+    annotations are functions of the key, and for guarded tasks embedded in
+    unannotated materialized layers).
+    """
+    from dask.blockwise import Blockwise
+
+    from .._compat.dask_internals import convert_legacy_graph
+
+    layers = list({id(layer): layer for layer in hlg.layers.values()}.values())
+    raw: dict[Key, Any] = {}
+    for layer in layers:
+        raw.update(cast(Mapping[Key, Any], layer))
+    graph = convert_legacy_graph(raw)
+    complete = len(graph) == len(raw)  # else self-aliases were dropped
+    pins: dict[Key, str | None] = {}
+    groups: list[list[Key]] = []
+    for layer in layers:
+        keys: list[Key] = list(layer) if complete else [k for k in layer if k in graph]
+        groups.append(keys)
+        annotations = layer.annotations or {}
+        if per_key(annotations):
+            pins.update((k, p[1]) for k in keys if (p := info.pin(k))[0])
+            continue
+        pinned, site = pin_of(annotations) if annotations else (False, None)
+        if pinned:
+            pins.update(dict.fromkeys(keys, site))
+        elif not isinstance(layer, Blockwise):
+            pins.update((k, g) for k in keys if (g := guarded_site(graph[k])) is not None)
+    return graph, pins, groups

@@ -22,7 +22,7 @@ import dask
 
 from .._compat.dask_internals import convert_legacy_graph
 from .guard import guarded_site
-from .layers import LayerInfo, has_pools, spread_layer_pins
+from .layers import LayerInfo, has_pools, materialize, spread_layer_pins
 from .plan import Kind, Plan, relay
 from .replicas import choose_replicas
 
@@ -158,7 +158,6 @@ def _optimize_pooled(
     hlg: Any, keys: list[Hashable], kind: Kind, propagate: bool, guard: bool, wait: float | None
 ) -> Any:
     from dask.highlevelgraph import HighLevelGraph
-    from dask.utils import ensure_dict
 
     # Spreading copies layers with their collection metadata, so one pass
     # reads both the pins and the chunk sizes.
@@ -174,7 +173,8 @@ def _optimize_pooled(
         hlg = fuse_roots(hlg, keys=keys)
         info.add({n: layer for n, layer in hlg.layers.items() if unfused.get(n) is not layer})
     hlg = hlg.cull(set(keys))
-    plan = Plan(convert_legacy_graph(ensure_dict(hlg)), info)
+    graph, pins, groups = materialize(hlg, info)
+    plan = Plan(graph, info, pins, groups)
     plan.place(propagate)
     if propagate:
         plan.add_relays(set(keys))

@@ -7,9 +7,11 @@ graphs and reused by the optimizer (one graph) and the scheduler plugin
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
-from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
 from graphlib import CycleError, TopologicalSorter
+from itertools import chain, repeat
 from typing import TypeVar
 
 Key = Hashable
@@ -19,6 +21,8 @@ SizeOf = Callable[[Key], "float | None"]
 
 #: Marker for a task explicitly kept out of every site (``pool(None)``).
 UNPOOLED = None
+#: Marker for a key absent from the pins.
+_FREE = object()
 
 
 def topological_order(dependencies: Mapping[K, Collection[K]]) -> list[K]:
@@ -42,7 +46,11 @@ def choose_site(weights: Mapping[str, float]) -> str:
     Sorting by name, not by hash or insertion order, keeps the choice the same
     on every run and every ``PYTHONHASHSEED``.
     """
-    return min(weights.items(), key=lambda kv: (-kv[1], kv[0]))[0]
+    best, most = "", -math.inf
+    for site, weight in weights.items():
+        if weight > most or (weight == most and site < best):
+            best, most = site, weight
+    return best
 
 
 def dependents_of(dependencies: Mapping[Key, Iterable[Key]]) -> dict[Key, list[Key]]:
@@ -63,6 +71,7 @@ def assign_sites(
     undecided: Collection[Key] = (),
     dependents: Mapping[Key, list[Key]] | None = None,
     default_nbytes: float = 1.0,
+    layers: Sequence[Sequence[Key]] | None = None,
 ) -> dict[Key, str]:
     """Give every task that should be pinned a single site.
 
@@ -85,6 +94,10 @@ def assign_sites(
         alone (the scheduler decides them, knowing where that data is).
     dependents
         The inverse of ``dependencies`` (:func:`dependents_of`), if already known.
+    layers
+        The graph's keys by layer (every key in one). A layer reading only
+        layers wholly in one site is then placed whole by rule 1, with no
+        Python work per key.
 
     Returns
     -------
@@ -101,20 +114,94 @@ def assign_sites(
            ``da.ones``) is created in that site instead of being shipped in.
     """
     relays = relays or {}
-    # Only keys the rules decide need an order; pinned keys are known already.
-    order = _unpinned_order(dependencies, pins)
     sites: dict[Key, str] = {k: s for k, s in pins.items() if s is not UNPOOLED}
     if dependents is None:
         dependents = dependents_of(dependencies)
     size = _size_function(nbytes, default_nbytes)
-    for key in order:
-        if key not in relays and (
-            site := _site_from_inputs(dependencies[key], sites, relays, dependents, size)
-        ):
-            sites[key] = site
+
+    def by_rules(order: list[Key]) -> None:
+        for key in order:
+            if key not in relays and (
+                site := _site_from_inputs(dependencies[key], sites, relays, dependents, size)
+            ):
+                sites[key] = site
+
+    layered = None
+    if layers is not None and not relays and not undecided:
+        layered = _place_layers(layers, dependencies, pins, sites, by_rules)
+    if layered is None:
+        # Only keys the rules decide need an order; pinned keys are known already.
+        order = _unpinned_order(dependencies, pins)
+        by_rules(order)
+    else:
+        order = layered
     _place_relays(relays, pins, dependents, sites)
     _create_where_used(reversed(order), set(undecided), dependents, sites)
     return sites
+
+
+def _place_layers(
+    layers: Sequence[Sequence[Key]],
+    dependencies: Mapping[Key, Collection[Key]],
+    pins: Mapping[Key, str | None],
+    sites: dict[Key, str],
+    by_rules: Callable[[list[Key]], None],
+) -> list[Key] | None:
+    """Rules 1 and 2 layer by layer; returns the keys decided one by one, in order.
+
+    A layer whose inputs are all layers wholly in one site runs there whole
+    (rule 1 for each of its keys, answered once); other layers go key by key.
+    Returns ``None``, deciding nothing, if the layers depend on each other in
+    a cycle (then only keys can be ordered).
+    """
+    layer_of: dict[Key, int] = {}
+    for i, keys in enumerate(layers):
+        layer_of.update(dict.fromkeys(keys, i))
+    free: dict[int, set[int]] = {}  # layer with unpinned keys -> the layers it reads
+    mixed: set[int] = set()  # layers with pinned and unpinned keys
+    chained: set[int] = set()  # layers with keys reading keys of the same layer
+    outside: set[int] = set()  # layers reading data outside the graph
+    for i, keys in enumerate(layers):
+        pinned = set(map(pins.get, keys, repeat(_FREE)))
+        if _FREE in pinned:
+            edges = chain.from_iterable(map(dependencies.__getitem__, keys))
+            read: set[int | None] = set(map(layer_of.get, edges))
+            if i in read:
+                chained.add(i)
+            if None in read:
+                outside.add(i)
+            free[i] = {j for j in read if j is not None and j != i}
+            if len(pinned) > 1:
+                mixed.add(i)
+    try:
+        ordered = topological_order({i: free.get(i, set()) for i in range(len(layers))})
+    except ValueError:
+        return None
+    whole: dict[int, str | None] = {}  # layer -> the one site of all its keys, if any
+    order: list[Key] = []
+    for i in ordered:
+        keys = layers[i]
+        if i not in free:
+            given = set(map(pins.get, keys))
+            whole[i] = given.pop() if len(given) == 1 else None
+            continue
+        sources = {whole[j] for j in free[i]}  # None: a layer of several sites
+        site = sources.pop() if len(sources) == 1 else None
+        # keys without inputs are left to rule 3, as they are one by one
+        whole_layer = i not in mixed and i not in outside
+        if site is not None and whole_layer and all(map(dependencies.__getitem__, keys)):
+            sites.update(dict.fromkeys(keys, site))
+            whole[i] = site
+            continue
+        if i in chained:
+            part = _unpinned_order({k: dependencies[k] for k in keys}, pins)
+        else:
+            part = [k for k in keys if k not in pins] if i in mixed else list(keys)
+        by_rules(part)
+        order.extend(part)
+        placed = set(map(sites.get, keys))
+        whole[i] = placed.pop() if len(placed) == 1 else None
+    return order
 
 
 def _unpinned_order(dependencies: Mapping[Key, Collection[Key]], pins: Mapping[Key, str | None]) -> list[Key]:

@@ -18,8 +18,9 @@ from .._compat.dask_internals import (
     fused_output_key,
     optimize_slices,
 )
-from .guard import guard_task, guarded_site
+from .guard import guard_task
 from .layers import LayerInfo
+from .parts import boundary, split_parts
 from .placement import assign_sites, dependents_of, plan_relays, topological_order, undecided_keys
 from .sites import ANNOTATION, NBYTES, OPTED_OUT, ORIGIN, PROPAGATED, RELAY, WAIT, site_resources
 
@@ -71,25 +72,26 @@ _Part = tuple[str | None, _Origin, dict[Hashable, Any]]
 class Plan:
     """One pooled graph on its way through placement, relays and fusion."""
 
-    def __init__(self, graph: dict[Hashable, Any], info: LayerInfo) -> None:
+    def __init__(
+        self,
+        graph: dict[Hashable, Any],
+        info: LayerInfo,
+        pins: dict[Hashable, str | None],
+        groups: list[list[Hashable]] | None = None,
+    ) -> None:
         self.graph = graph
         self.info = info
-        self.pins: dict[Hashable, str | None] = {}
-        self.dependencies: dict[Hashable, Any] = {}
-        for key, task in graph.items():
-            pinned, site = info.pin(key)
-            if pinned:
-                self.pins[key] = site
-            elif (guarded := guarded_site(task)) is not None:
-                self.pins[key] = guarded
-            self.dependencies[key] = task.dependencies
+        self.pins = pins
+        #: keys by layer (:func:`.layers.materialize`), for placement layer by layer
+        self.groups = groups
+        self.dependencies: dict[Hashable, Any] = {k: t.dependencies for k, t in graph.items()}
         self.dependents = dependents_of(self.dependencies)
         self.sites: dict[Hashable, str] = {}
         self.undecided: set[Hashable] = set()
         self.relays: set[Hashable] = set()
         #: new key -> original key, for sources renamed so a relay can take their key
         self.renamed: dict[Hashable, Hashable] = {}
-        self.outside = any(d not in graph for d in self.dependents)
+        self.outside = not self.dependents.keys() <= graph.keys()
 
     def nbytes(self, key: Hashable) -> float | None:
         return _nbytes(self.info, self.renamed, key)
@@ -121,6 +123,7 @@ class Plan:
             self.info.nbytes,
             undecided=self.undecided,
             dependents=self.dependents,
+            layers=self.groups,
         )
         for key in self.undecided:
             # provisional: the scheduler plugin decides, knowing where the data is
@@ -194,67 +197,52 @@ class Plan:
             return None if self.pins[key] is not None else OPTED_OUT
         return PROPAGATED
 
-    def _partitions(
-        self, requested: set[Hashable]
-    ) -> tuple[dict[tuple[str | None, _Origin], dict[Hashable, Any]], set[Hashable]]:
-        """Tasks grouped by site and origin, and the keys read in another group.
-
-        Keys read in another group are outputs of their own: fusion never
-        folds them into a task of their group.
-        """
-        ids: dict[tuple[str | None, _Origin], int] = {}
-        groups: list[dict[Hashable, Any]] = []
-        part_of: dict[Hashable, int] = {}
-        site_of, origin_of = self.sites.get, self.origin
-        for key, task in self.graph.items():
-            here = (site_of(key), origin_of(key))
-            i = ids.get(here)
-            if i is None:
-                i = ids[here] = len(groups)
-                groups.append({})
-            part_of[key] = i
-            groups[i][key] = task
-        boundary = set(requested)
-        if len(groups) > 1:
-            for key, deps in self.dependencies.items():
-                i = part_of[key]
-                for dep in deps:
-                    j = part_of.get(dep)
-                    if j is not None and j != i:
-                        boundary.add(dep)
-        return {here: groups[i] for here, i in ids.items()}, boundary
-
     def fuse(self, kind: Kind, requested: set[Hashable], guard: bool) -> list[_Part]:
         """dask's linear fusion (and slice fusion) within each site, never across."""
         if kind == "array":
             fuse = dask.config.get("optimization.fuse.active") is not False
         else:
             fuse = bool(dask.config.get("optimization.fuse.delayed"))
-        partitions, boundary = self._partitions(requested)
+        partitions = split_parts(
+            self.graph,
+            self.dependencies,
+            lambda key: (self.sites.get(key), self.origin(key)),
+            layers=self.groups,
+            pins=self.pins,
+            sites=self.sites,
+            moved=self.relays | set(self.renamed.values()),
+            added=set(self.renamed) | (self.relays - set(self.renamed.values())),
+        )
+        outputs = requested | boundary(partitions, self.dependencies)
         out: list[_Part] = []
         for (site, origin), tasks in partitions.items():
             part = tasks
             if fuse:
-                part = fuse_linear_task_spec(part, keys=boundary & part.keys())
+                part = fuse_linear_task_spec(part, keys=outputs & part.keys())
                 if kind == "array":
                     part = optimize_slices(part)
             if site is not None:
                 part = _inline_data(part, requested)
             # Only the user's own pins read site data; propagated tasks may move.
             if guard and site is not None and origin is None:
-                part = {
-                    key: task
-                    if self._replicated(key, task)
-                    else guard_task(task, site, self.output_nbytes(fused_output_key(key, task)))
-                    for key, task in part.items()
-                }
+                part = self._guarded(part, site)
             out.append((site, origin, part))
         return out
 
-    def _replicated(self, key: Hashable, task: Any) -> bool:
-        """A replicated load may run in any replica site: its store refuses the others, not a guard."""
-        source = fused_output_key(key, task)
-        return self.info.replicated(self.renamed.get(source, source))
+    def _guarded(self, part: dict[Hashable, Any], site: str) -> dict[Hashable, Any]:
+        """Each task checks its site before running (:func:`.guard.guard_task`).
+
+        A replicated load may run in any replica site: its store refuses the
+        others, not a guard.
+        """
+        out = {}
+        for key, task in part.items():
+            source = fused_output_key(key, task)
+            if self.info.any_replicated and self.info.replicated(self.renamed.get(source, source)):
+                out[key] = task
+            else:
+                out[key] = guard_task(task, site, self.output_nbytes(source))
+        return out
 
     def layers(self, parts: list[_Part], wait: float | None) -> dict[str, Any]:
         """One layer per distinct annotation set (per-layer constants, not per-key dicts)."""
