@@ -70,7 +70,6 @@ again over one plain cluster per site (:func:`catalog_pools.federated`).
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import platform
 import tempfile
@@ -89,6 +88,8 @@ import xarray as xr
 
 import catalog_pools
 from benchmarks.isolated_sites import SiteStores, check_isolation, prepare_sites
+from benchmarks.optimizer_cost import SHAPES, optimizer_cost
+from benchmarks.optimizer_cost import table as cost_table
 from catalog_pools import pool
 
 A, B, C = "ecmwf", "eumetsat", "dwd"
@@ -373,47 +374,7 @@ def run_federated(workers: int, rows: list[Row], directory: Path, source: Source
             clusters[site].close()
 
 
-def _pooled_graph(n_tasks: int) -> tuple[Any, list[Any]]:
-    """A fresh pooled graph of about ``n_tasks`` tasks: loads, a join with another site, a reduction."""
-    from dask.core import flatten
-
-    k = max(n_tasks // 5, 4)  # about five tasks per chunk before fusion
-    with pool(A):
-        a = da.random.default_rng(0).standard_normal((k, 10), chunks=(1, 10))
-    with pool(C):
-        c = da.ones((1, 10), chunks=(1, 10))
-    x = ((a - c) * 2).mean(axis=1)
-    return x.__dask_graph__(), list(flatten(x.__dask_keys__()))
-
-
-def optimizer_cost(n_tasks: int, repeats: int = 3) -> dict[str, float]:
-    """Seconds of dask's optimizer and of the pooled one on the same pooled graph of ~``n_tasks``.
-
-    Each run gets a freshly built graph (layers cache what they materialize),
-    alternating dask's and the pooled optimizer; the best of ``repeats`` counts.
-    """
-    from dask.array.optimization import optimize as dask_optimize
-
-    from catalog_pools.engine.optimize import optimize_pooled
-
-    times: dict[str, list[float]] = {"dask": [], "pooled": []}
-    tasks = 0
-    for _ in range(repeats):
-        for label, fn in (("dask", dask_optimize), ("pooled", optimize_pooled)):
-            hlg, keys = _pooled_graph(n_tasks)
-            tasks = len(hlg)
-            gc.collect()
-            start = time.perf_counter()
-            fn(hlg, keys)
-            times[label].append(time.perf_counter() - start)
-            del hlg, keys
-    out = {"tasks": float(tasks), "dask": min(times["dask"]), "pooled": min(times["pooled"])}
-    out["ratio"] = out["pooled"] / out["dask"]
-    print(f"optimizer, {tasks:,d} tasks: dask {out['dask']:.2f}s, pooled {out['pooled']:.2f}s", flush=True)
-    return out
-
-
-def write(out: Path, workers: int, rows: list[Row], costs: list[dict[str, float]], isolation: str) -> None:
+def write(out: Path, workers: int, rows: list[Row], costs: list[dict[str, Any]], isolation: str) -> None:
     info = {
         "workers_per_site": workers,
         "sites_isolated": isolation.startswith("yes"),
@@ -462,10 +423,7 @@ def write(out: Path, workers: int, rows: list[Row], costs: list[dict[str, float]
     if any(r.explain_bytes is not None for r in rows):
         lines += ["", *_explain_table(rows)]
     if costs:
-        lines += ["", "| tasks (graph) | dask optimize s | pooled s | ratio |", "|---:|---:|---:|---:|"]
-        lines += [
-            f"| {c['tasks']:,.0f} | {c['dask']:.2f} | {c['pooled']:.2f} | {c['ratio']:.2f} |" for c in costs
-        ]
+        lines += ["", "Optimizer cost (benchmarks/optimizer_cost.py):", "", *cost_table(costs)]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
@@ -517,7 +475,9 @@ def main(argv: list[str] | None = None) -> None:
             rows = run_workflows(args.workers, names, directory, stores)
             if args.federated:
                 run_federated(args.workers, rows, directory, stores.open if stores else make_data)
-    costs = [] if args.skip_optimizer else [optimizer_cost(n) for n in args.opt_sizes]
+    costs = []
+    if not args.skip_optimizer:
+        costs = [optimizer_cost(n, shape) for shape in SHAPES for n in args.opt_sizes]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write(args.out, args.workers, rows, costs, isolation)
 

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from catalog_pools.engine.placement import assign_sites, choose_site, topological_order
+from catalog_pools.engine.order import topological_order
+from catalog_pools.engine.placement import assign_sites, choose_site
 
 
 def test_single_site_chain_stays_in_site() -> None:

@@ -80,9 +80,7 @@ def guard_task(task: Any, site: str, nbytes: float | None = None) -> Any:
     if not isinstance(task, Task) or guarded_site(task) is not None:
         return task
     keys = tuple(task.dependencies)
-    return task_like(
-        task, task.key, run_in_site, site, _Sealed(task, keys, nbytes), *(TaskRef(k) for k in keys)
-    )
+    return task_like(task, task.key, run_in_site, site, _Sealed(task, keys, nbytes), *map(TaskRef, keys))
 
 
 def guarded_site(task: Any) -> str | None:

@@ -18,7 +18,7 @@ from dask.highlevelgraph import HighLevelGraph
 
 from .._compat.dask_internals import key_annotations
 from .guard import guarded_site
-from .placement import topological_order
+from .order import topological_order
 from .sites import ANNOTATION, NBYTES, ORIGIN, RELAY, REPLICAS, WAIT, other_resources, per_key, pin_of
 
 Key = Hashable

@@ -10,34 +10,16 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
-from graphlib import CycleError, TopologicalSorter
-from itertools import chain, repeat
-from typing import TypeVar
+
+from .by_layer import place_layers
+from .order import unpinned_order
 
 Key = Hashable
-K = TypeVar("K", bound=Hashable)
 #: Estimated output bytes of a key, ``None`` if unknown.
 SizeOf = Callable[[Key], "float | None"]
 
 #: Marker for a task explicitly kept out of every site (``pool(None)``).
 UNPOOLED = None
-#: Marker for a key absent from the pins.
-_FREE = object()
-
-
-def topological_order(dependencies: Mapping[K, Collection[K]]) -> list[K]:
-    """Keys of ``dependencies`` ordered so each comes after its dependencies.
-
-    Dependencies missing from the mapping (data already on the cluster) are
-    ignored. Raises ``ValueError`` on a cycle.
-    """
-    sorter: TopologicalSorter[K] = TopologicalSorter()
-    for key, deps in dependencies.items():
-        sorter.add(key, *(d for d in deps if d in dependencies))
-    try:
-        return list(sorter.static_order())
-    except CycleError as e:
-        raise ValueError("task graph has a cycle") from e
 
 
 def choose_site(weights: Mapping[str, float]) -> str:
@@ -128,116 +110,16 @@ def assign_sites(
 
     layered = None
     if layers is not None and not relays and not undecided:
-        layered = _place_layers(layers, dependencies, pins, sites, by_rules)
+        layered = place_layers(layers, dependencies, pins, sites, dependents, size, by_rules)
     if layered is None:
         # Only keys the rules decide need an order; pinned keys are known already.
-        order = _unpinned_order(dependencies, pins)
+        order = unpinned_order(dependencies, pins)
         by_rules(order)
     else:
         order = layered
     _place_relays(relays, pins, dependents, sites)
     _create_where_used(reversed(order), set(undecided), dependents, sites)
     return sites
-
-
-def _place_layers(
-    layers: Sequence[Sequence[Key]],
-    dependencies: Mapping[Key, Collection[Key]],
-    pins: Mapping[Key, str | None],
-    sites: dict[Key, str],
-    by_rules: Callable[[list[Key]], None],
-) -> list[Key] | None:
-    """Rules 1 and 2 layer by layer; returns the keys decided one by one, in order.
-
-    A layer whose inputs are all layers wholly in one site runs there whole
-    (rule 1 for each of its keys, answered once); other layers go key by key.
-    Returns ``None``, deciding nothing, if the layers depend on each other in
-    a cycle (then only keys can be ordered).
-    """
-    layer_of: dict[Key, int] = {}
-    for i, keys in enumerate(layers):
-        layer_of.update(dict.fromkeys(keys, i))
-    free: dict[int, set[int]] = {}  # layer with unpinned keys -> the layers it reads
-    mixed: set[int] = set()  # layers with pinned and unpinned keys
-    chained: set[int] = set()  # layers with keys reading keys of the same layer
-    outside: set[int] = set()  # layers reading data outside the graph
-    for i, keys in enumerate(layers):
-        pinned = set(map(pins.get, keys, repeat(_FREE)))
-        if _FREE in pinned:
-            edges = chain.from_iterable(map(dependencies.__getitem__, keys))
-            read: set[int | None] = set(map(layer_of.get, edges))
-            if i in read:
-                chained.add(i)
-            if None in read:
-                outside.add(i)
-            free[i] = {j for j in read if j is not None and j != i}
-            if len(pinned) > 1:
-                mixed.add(i)
-    try:
-        ordered = topological_order({i: free.get(i, set()) for i in range(len(layers))})
-    except ValueError:
-        return None
-    whole: dict[int, str | None] = {}  # layer -> the one site of all its keys, if any
-    order: list[Key] = []
-    for i in ordered:
-        keys = layers[i]
-        if i not in free:
-            given = set(map(pins.get, keys))
-            whole[i] = given.pop() if len(given) == 1 else None
-            continue
-        sources = {whole[j] for j in free[i]}  # None: a layer of several sites
-        site = sources.pop() if len(sources) == 1 else None
-        # keys without inputs are left to rule 3, as they are one by one
-        whole_layer = i not in mixed and i not in outside
-        if site is not None and whole_layer and all(map(dependencies.__getitem__, keys)):
-            sites.update(dict.fromkeys(keys, site))
-            whole[i] = site
-            continue
-        if i in chained:
-            part = _unpinned_order({k: dependencies[k] for k in keys}, pins)
-        else:
-            part = [k for k in keys if k not in pins] if i in mixed else list(keys)
-        by_rules(part)
-        order.extend(part)
-        placed = set(map(sites.get, keys))
-        whole[i] = placed.pop() if len(placed) == 1 else None
-    return order
-
-
-def _unpinned_order(dependencies: Mapping[Key, Collection[Key]], pins: Mapping[Key, str | None]) -> list[Key]:
-    """The unpinned keys, each after its unpinned dependencies (Kahn's algorithm).
-
-    Any such order gives the rules the same answer; this one avoids
-    ``graphlib``'s per-node objects, which dominate on a million tasks.
-    """
-    waiting: dict[Key, int] = {}
-    users: dict[Key, list[Key]] = defaultdict(list)
-    ready: list[Key] = []
-    total = 0
-    for key, deps in dependencies.items():
-        if key in pins:
-            continue
-        total += 1
-        n = 0
-        for dep in deps:
-            if dep not in pins and dep in dependencies:
-                users[dep].append(key)
-                n += 1
-        if n:
-            waiting[key] = n
-        else:
-            ready.append(key)
-    order: list[Key] = []
-    while ready:
-        key = ready.pop()
-        order.append(key)
-        for user in users.get(key, ()):
-            waiting[user] -= 1
-            if not waiting[user]:
-                ready.append(user)
-    if len(order) != total:
-        raise ValueError("task graph has a cycle")
-    return order
 
 
 def _site_from_inputs(

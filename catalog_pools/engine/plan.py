@@ -20,8 +20,9 @@ from .._compat.dask_internals import (
 )
 from .guard import guard_task
 from .layers import LayerInfo
+from .order import topological_order
 from .parts import boundary, split_parts
-from .placement import assign_sites, dependents_of, plan_relays, topological_order, undecided_keys
+from .placement import assign_sites, dependents_of, plan_relays, undecided_keys
 from .sites import ANNOTATION, NBYTES, OPTED_OUT, ORIGIN, PROPAGATED, RELAY, WAIT, site_resources
 
 Kind = Literal["array", "delayed"]

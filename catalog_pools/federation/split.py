@@ -20,7 +20,8 @@ from typing import Any, cast
 
 from dask.core import get_deps
 
-from ..engine.placement import assign_sites, topological_order
+from ..engine.order import topological_order
+from ..engine.placement import assign_sites
 from ..engine.sites import ANNOTATION, pin_of
 from ..traffic.report import CLIENT
 

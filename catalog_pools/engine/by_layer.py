@@ -1,0 +1,138 @@
+"""Placement rules 1 and 2 (:func:`.placement.assign_sites`) answered a layer at a time.
+
+A graph layer (a blockwise operation, a reduction step) holds thousands of
+tasks built alike. When the layers it reads are each wholly in one site, rule 1
+has one answer for the whole layer, and rule 2 (each task where most of its
+input bytes are) is evaluated for all of its tasks at once with numpy. Other
+layers are left to the per-key rules. The answers are the same either way
+(``tests/test_propagate.py`` compares them on random graphs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
+from itertools import chain, repeat
+
+import numpy as np
+
+from .order import topological_order, unpinned_order
+
+Key = Hashable
+#: Marker for a key absent from the pins.
+_FREE = object()
+
+
+def place_layers(
+    layers: Sequence[Sequence[Key]],
+    dependencies: Mapping[Key, Collection[Key]],
+    pins: Mapping[Key, str | None],
+    sites: dict[Key, str],
+    dependents: Mapping[Key, Collection[Key]],
+    size: Callable[[Key], float],
+    by_rules: Callable[[list[Key]], None],
+) -> list[Key] | None:
+    """Rules 1 and 2 layer by layer; returns the keys decided one by one, in order.
+
+    ``sites`` (the pins' sites on entry) receives every decision;
+    ``by_rules`` decides a list of keys one by one. Returns ``None``, deciding
+    nothing, if the layers depend on each other in a cycle (then only keys
+    can be ordered).
+    """
+    free, mixed, chained, outside = _read_layers(layers, dependencies, pins)
+    try:
+        ordered = topological_order({i: free.get(i, set()) for i in range(len(layers))})
+    except ValueError:
+        return None
+    whole: dict[int, str | None] = {}  # layer -> the one site of all its keys, if any
+    order: list[Key] = []
+    for i in ordered:
+        keys = layers[i]
+        if i not in free:
+            given = set(map(pins.get, keys))
+            whole[i] = given.pop() if len(given) == 1 else None
+            continue
+        sources = {whole[j] for j in free[i]}  # None: a layer of several sites
+        # keys without inputs are left to rule 3, as they are one by one
+        at_once = (
+            sources
+            and None not in sources
+            and all(i not in marked for marked in (mixed, outside, chained))
+            and all(map(dependencies.__getitem__, keys))
+        )
+        if at_once and len(sources) == 1:  # rule 1
+            site = sources.pop()
+            sites.update(dict.fromkeys(keys, site))  # type: ignore[arg-type]
+            whole[i] = site
+            continue
+        if at_once:  # rule 2
+            sites.update(zip(keys, weigh_layer(keys, dependencies, dependents, sites, size), strict=True))
+        else:
+            if i in chained:
+                part = unpinned_order({k: dependencies[k] for k in keys}, pins)
+            else:
+                part = [k for k in keys if k not in pins] if i in mixed else list(keys)
+            by_rules(part)
+            order.extend(part)
+        placed = set(map(sites.get, keys))
+        whole[i] = placed.pop() if len(placed) == 1 else None
+    return order
+
+
+def _read_layers(
+    layers: Sequence[Sequence[Key]],
+    dependencies: Mapping[Key, Collection[Key]],
+    pins: Mapping[Key, str | None],
+) -> tuple[dict[int, set[int]], set[int], set[int], set[int]]:
+    """For each layer with unpinned keys, the layers it reads; and which layers
+    mix pinned and unpinned keys, read their own keys, or read data outside."""
+    layer_of: dict[Key, int] = {}
+    for i, keys in enumerate(layers):
+        layer_of.update(dict.fromkeys(keys, i))
+    free: dict[int, set[int]] = {}
+    mixed: set[int] = set()
+    chained: set[int] = set()
+    outside: set[int] = set()
+    for i, keys in enumerate(layers):
+        pinned = set(map(pins.get, keys, repeat(_FREE)))
+        if _FREE in pinned:
+            edges = chain.from_iterable(map(dependencies.__getitem__, keys))
+            read: set[int | None] = set(map(layer_of.get, edges))
+            if i in read:
+                chained.add(i)
+            if None in read:
+                outside.add(i)
+            free[i] = {j for j in read if j is not None and j != i}
+            if len(pinned) > 1:
+                mixed.add(i)
+    return free, mixed, chained, outside
+
+
+def weigh_layer(
+    keys: Sequence[Key],
+    dependencies: Mapping[Key, Collection[Key]],
+    dependents: Mapping[Key, Collection[Key]],
+    sites: Mapping[Key, str],
+    size: Callable[[Key], float],
+) -> list[str]:
+    """Rule 2 for many tasks at once: each where most of its input bytes are.
+
+    Every input of every key must have a site. An input used by ``n`` tasks
+    counts ``1/n`` of its bytes; ties go to the smallest site name, and a
+    site none of a task's inputs is in never wins (as
+    :func:`.placement.choose_site` over the sites present).
+    """
+    deps = list(map(dependencies.__getitem__, keys))
+    counts = np.fromiter(map(len, deps), dtype=np.intp, count=len(deps))
+    flat = list(chain.from_iterable(deps))
+    input_sites = list(map(sites.__getitem__, flat))
+    names = sorted(set(input_sites))
+    index = {name: n for n, name in enumerate(names)}
+    column = np.fromiter(map(index.__getitem__, input_sites), dtype=np.intp, count=len(flat))
+    nbytes = np.fromiter(map(size, flat), dtype=float, count=len(flat))
+    users = np.fromiter(map(len, map(dependents.__getitem__, flat)), dtype=float, count=len(flat))
+    cell = np.repeat(np.arange(len(deps), dtype=np.intp), counts) * len(names) + column
+    shape = (len(deps), len(names))
+    weight = np.bincount(cell, weights=nbytes / np.maximum(users, 1), minlength=shape[0] * shape[1])
+    present = np.bincount(cell, minlength=shape[0] * shape[1]) > 0
+    weight = np.where(present, weight, -np.inf).reshape(shape)
+    return [names[n] for n in weight.argmax(axis=1).tolist()]
