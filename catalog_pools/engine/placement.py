@@ -12,6 +12,8 @@ from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
 from graphlib import CycleError, TopologicalSorter
 from typing import TypeVar
 
+from .regroup import Groups
+
 Key = Hashable
 K = TypeVar("K", bound=Hashable)
 #: Estimated output bytes of a key, ``None`` if unknown.
@@ -63,6 +65,7 @@ def assign_sites(
     undecided: Collection[Key] = (),
     dependents: Mapping[Key, list[Key]] | None = None,
     default_nbytes: float = 1.0,
+    movable_pins: Callable[[Key], bool] | None = None,
 ) -> dict[Key, str]:
     """Give every task that should be pinned a single site.
 
@@ -85,6 +88,10 @@ def assign_sites(
         alone (the scheduler decides them, knowing where that data is).
     dependents
         The inverse of ``dependencies`` (:func:`dependents_of`), if already known.
+    movable_pins
+        Whether a key of ``pins`` was pinned by propagation, not by the user
+        (a layer whose inputs are all in one site, :func:`.regroup.spread_layers`):
+        rule 4 may move it.
 
     Returns
     -------
@@ -98,7 +105,13 @@ def assign_sites(
            by ``n`` tasks counts ``1/n`` of its bytes for each, as it crosses
            once for all of them (see :func:`plan_relays`);
         3. an unpooled task used only by tasks of one site (a constant, a
-           ``da.ones``) is created in that site instead of being shipped in.
+           ``da.ones``) is created in that site instead of being shipped in;
+        4. after rules 1 and 2, which look at a task's inputs only, a group of
+           connected propagated tasks of one site next to a join moves as a
+           whole to another site when fewer bytes then cross
+           (:class:`.regroup.Groups`): xarray's ``corr`` joins two sites' validity
+           masks and feeds the join back into both sides, where moving one
+           side's whole series once is cheaper than masks going back and forth.
     """
     relays = relays or {}
     # Only keys the rules decide need an order; pinned keys are known already.
@@ -107,13 +120,22 @@ def assign_sites(
     if dependents is None:
         dependents = dependents_of(dependencies)
     size = _size_function(nbytes, default_nbytes)
+    joins: list[Key] = []
     for key in order:
         if key not in relays and (
-            site := _site_from_inputs(dependencies[key], sites, relays, dependents, size)
+            site := _site_from_inputs(dependencies[key], sites, relays, dependents, size, key, joins)
         ):
             sites[key] = site
+    skip = set(undecided)
+    if joins:
+        soft = movable_pins or (lambda key: False)
+
+        def fixed(key: Key) -> bool:
+            return (key in pins and not soft(key)) or key in skip
+
+        Groups(dependencies, dependents, fixed, sites, _getter(nbytes), relays).regroup(joins)
     _place_relays(relays, pins, dependents, sites)
-    _create_where_used(reversed(order), set(undecided), dependents, sites)
+    _create_where_used(reversed(order), skip, dependents, sites)
     return sites
 
 
@@ -159,8 +181,13 @@ def _site_from_inputs(
     relays: Mapping[Key, Key],
     dependents: Mapping[Key, list[Key]],
     size: Callable[[Key], float],
+    key: Key = None,
+    joins: list[Key] | None = None,
 ) -> str | None:
-    """Rules 1 and 2: the one site of a task's inputs, or the one holding most of their bytes."""
+    """Rules 1 and 2: the one site of a task's inputs, or the one holding most of their bytes.
+
+    ``key`` is appended to ``joins`` when its inputs come from several sites.
+    """
     first: str | None = None
     for dep in deps:  # most tasks read one site: answer without grouping
         site = sites.get(relays.get(dep, dep) if relays else dep)
@@ -179,6 +206,8 @@ def _site_from_inputs(
         site = sites.get(source)
         if site is not None:
             weights[site] = weights.get(site, 0.0) + size(source) / (len(dependents.get(dep, ())) or 1)
+    if joins is not None:
+        joins.append(key)
     return choose_site(weights)
 
 
@@ -194,10 +223,15 @@ def _create_where_used(
             sites[key] = users.pop()  # type: ignore[assignment]
 
 
+def _getter(nbytes: Mapping[Key, float] | SizeOf | None) -> SizeOf:
+    """The known size of a key, ``None`` if unknown."""
+    if nbytes is None:
+        return lambda key: None
+    return nbytes.get if isinstance(nbytes, Mapping) else nbytes
+
+
 def _size_function(nbytes: Mapping[Key, float] | SizeOf | None, default: float) -> Callable[[Key], float]:
-    get = nbytes.get if isinstance(nbytes, Mapping) else nbytes
-    if get is None:
-        return lambda key: default
+    get = _getter(nbytes)
     return lambda key: get(key) or default
 
 
