@@ -7,9 +7,8 @@ functions over plain mappings, like :mod:`.placement`.
 from __future__ import annotations
 
 import math
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
-from itertools import chain
 
 Key = Hashable
 
@@ -47,39 +46,61 @@ class Groups:
         self.fixed, self.nbytes, self.relays = fixed, nbytes, relays
         self.group_of: dict[Key, int] = {}  # FIXED for keys that never move
         self.members: list[list[Key]] = []
-        self.boundary: dict[int, dict[Key, tuple[int, bool]]] = {}
+        self.boundary: list[dict[Key, tuple[int, bool]]] = []  # per group, see _grow
         self.frozen: set[int] = set()  # next to a relay, which goes where its consumers are
         self.users: dict[Key, dict[str, int]] = {}  # key -> site -> tasks using it there
 
     def group(self, key: Key) -> int:
         """The group of a propagated key (built on first use), :data:`FIXED` for a fixed key."""
+        inside = self.group_of
+        g = inside.get(key)
+        if g is not None:
+            return g
+        site = self.sites.get(key)
+        if site is None or key not in self.dependencies or key in self.relays or self.fixed(key):
+            inside[key] = FIXED
+            return FIXED
+        g = inside[key] = len(self.members)
+        members, boundary = self._grow(key, g, site)
+        self.members.append(members)
+        self.boundary.append(boundary)
+        return g
+
+    def _grow(self, key: Key, g: int, site: str) -> tuple[list[Key], dict[Key, tuple[int, bool]]]:
+        """The tasks connected to ``key`` in ``site``, and the keys they share with other tasks:
+        key -> (tasks of the group using it, whether the group makes it)."""
         inside, sites, dependencies, dependents = (
             self.group_of,
             self.sites,
             self.dependencies,
             self.dependents,
         )
-        g = inside.get(key)
-        if g is not None:
-            return g
-        site = sites.get(key)
-        if site is None or key not in dependencies or key in self.relays or self.fixed(key):
-            inside[key] = FIXED
-            return FIXED
-        g = inside[key] = len(self.members)
-        members, stack, fixed, relays = [key], [key], self.fixed, self.relays
+        fixed, relays = self.fixed, self.relays
+        members, stack = [key], [key]
+        boundary: dict[Key, tuple[int, bool]] = {}
+
+        def joins(n: Key) -> bool:
+            if n in inside:
+                return inside[n] == g
+            if relays and n in relays:
+                self.frozen.add(g)
+            elif sites.get(n) == site and n in dependencies and not fixed(n):
+                inside[n] = g
+                members.append(n)
+                stack.append(n)
+                return True
+            return False
+
         while stack:
-            for n in chain(dependencies[k := stack.pop()], dependents.get(k, ())):
-                if n in inside:
-                    continue
-                if relays and n in relays:
-                    self.frozen.add(g)
-                elif sites.get(n) == site and n in dependencies and not fixed(n):
-                    inside[n] = g
-                    members.append(n)
-                    stack.append(n)
-        self.members.append(members)
-        return g
+            k = stack.pop()
+            for n in dependencies[k]:
+                if not joins(n):
+                    boundary[n] = (boundary[n][0] + 1 if n in boundary else 1, False)
+            users = dependents.get(k, ())
+            outside = sum(not joins(u) for u in users)
+            if outside:
+                boundary[k] = (len(users) - outside, True)
+        return members, boundary
 
     def regroup(self, joins: Iterable[Key]) -> None:
         """Examine the groups of ``joins`` and of their inputs that could stop crossing."""
@@ -120,21 +141,6 @@ class Groups:
                 for user in users if own or len(users) <= _FAN_OUT else ():
                     push(user)
 
-    def _boundary(self, g: int) -> dict[Key, tuple[int, bool]]:
-        """Keys ``g`` shares with other tasks -> (tasks of ``g`` using them, made in ``g``)."""
-        found = self.boundary.get(g)
-        if found is not None:
-            return found
-        uses = Counter(chain.from_iterable(self.dependencies[k] for k in self.members[g]))
-        found = {}
-        for k in self.members[g]:
-            n = uses.pop(k, 0)
-            if n != len(self.dependents.get(k, ())):  # used outside g too
-                found[k] = (n, True)
-        found.update((k, (n, False)) for k, n in uses.items())
-        self.boundary[g] = found
-        return found
-
     def _users(self, key: Key) -> dict[str, int]:
         found = self.users.get(key)
         if found is None:
@@ -150,21 +156,21 @@ class Groups:
         nets = []
         now = 0.0  # bytes crossing now, unknown sizes as 1
         candidates: set[str] = set()
-        for k, (n, own) in self._boundary(g).items():
+        for k, (n, own) in self.boundary[g].items():
             producer = None if own else self.sites.get(k)
             if own or producer is not None:  # an unpooled key is created where used (rule 3)
                 users = self._users(k)
                 crossings = _destinations(users, producer or here, here, here, n)
-                now += (self.nbytes(k) or 1.0) * crossings
-                nets.append((k, users, n, producer, crossings))
+                size = self.nbytes(k)
+                now += (size or 1.0) * crossings
+                nets.append((size, users, n, producer, crossings))
                 candidates.update(users)
                 candidates.add(producer or here)
         candidates.discard(here)
         if not now or not candidates:
             return None
         change = dict.fromkeys(candidates, 0.0)
-        for k, users, n, producer, crossings in nets:
-            size = self.nbytes(k)
+        for size, users, n, producer, crossings in nets:
             for site in candidates:
                 more = _destinations(users, producer or site, here, site, n) - crossings
                 if more:
