@@ -166,7 +166,7 @@ def _optimize_pooled(
     # reads both the pins and the chunk sizes.
     chosen = choose_replicas(hlg)
     hlg = spread_layer_pins(chosen)
-    # Pins spread by the optimizer (rule 4 may move them), replica choices aside.
+    # Pins spread by the optimizer (rule 7 may move them), replica choices aside.
     spread = {
         name
         for name, layer in hlg.layers.items()

@@ -91,13 +91,13 @@ def assign_sites(
     movable_pins
         Whether a key of ``pins`` was pinned by propagation, not by the user
         (a layer whose inputs are all in one site, :func:`.regroup.spread_layers`):
-        rule 4 may move it.
+        rule 7 may move it.
 
     Returns
     -------
     dict
         Key -> site for every pinned or propagated key (opted-out and
-        site-less keys are absent). Rules, in order:
+        site-less keys are absent). Rules (numbered as in docs/engine.md):
 
         1. a task whose pooled inputs all come from one site runs there;
         2. a task combining sites runs where most of its input bytes are
@@ -106,7 +106,7 @@ def assign_sites(
            once for all of them (see :func:`plan_relays`);
         3. an unpooled task used only by tasks of one site (a constant, a
            ``da.ones``) is created in that site instead of being shipped in;
-        4. after rules 1 and 2, which look at a task's inputs only, a group of
+        7. after rules 1 and 2, which look at a task's inputs only, a group of
            connected propagated tasks of one site next to a join moves as a
            whole to another site when fewer bytes then cross
            (:class:`.regroup.Groups`): xarray's ``corr`` joins two sites' validity

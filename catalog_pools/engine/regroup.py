@@ -1,4 +1,4 @@
-"""Rule 4 of site placement: whole groups of propagated tasks move where fewer bytes cross.
+"""Rule 7 of site placement (docs/engine.md): whole groups of propagated tasks move where fewer bytes cross.
 
 Used by :func:`.placement.assign_sites` after its per-task rules. Pure
 functions over plain mappings, like :mod:`.placement`.
@@ -21,7 +21,7 @@ FIXED = -1
 
 
 class Groups:
-    """Rule 4: move a whole group of one site's propagated tasks where fewer bytes cross.
+    """Rule 7: move a whole group of one site's propagated tasks where fewer bytes cross.
 
     A group is a connected set of propagated tasks that rules 1 and 2 put in
     one site. Those rules look at a task's inputs only; a group's move also
