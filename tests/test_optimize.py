@@ -84,6 +84,20 @@ def test_pooled_values_equal_numpy_without_a_cluster() -> None:
     np.testing.assert_array_equal((big.sum(axis=0) + small).compute(scheduler="sync"), expected)
 
 
+def test_data_read_by_two_groups_of_a_site_stays_in_the_graph() -> None:
+    """``da.from_array`` chunks read by pinned and by propagated tasks of their site (``xr.corr``)."""
+    import xarray as xr
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(4, 3, 5)), rng.normal(size=(4, 3, 5))
+    with pool("ecmwf"):
+        a = xr.DataArray(da.from_array(x, chunks=(1, 3, 5)), dims=("t", "y", "x"))
+    with pool("eumetsat"):
+        b = xr.DataArray(da.from_array(y, chunks=(1, 3, 5)), dims=("t", "y", "x"))
+    expected = xr.corr(xr.DataArray(x, dims=a.dims), xr.DataArray(y, dims=b.dims), "t")
+    np.testing.assert_allclose(xr.corr(a, b, "t").compute(scheduler="sync"), expected)
+
+
 def test_unpooled_graphs_are_left_to_dask() -> None:
     x = da.ones((8, 8), chunks=4).sum(axis=0)
     graph, annotations = optimized(x)

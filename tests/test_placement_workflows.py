@@ -108,6 +108,19 @@ def test_user_pin_on_persisted_data_is_kept(client) -> None:
     assert ran == {"eumetsat"}
 
 
+def test_corr_of_two_sites_moves_one_series_once(client) -> None:
+    """``xr.corr`` joins both sites' validity masks and feeds the join back into both
+    sides; the smallest traffic is one whole series crossing once (T fields)."""
+    a, _ = arrays()
+    other = np.random.default_rng(2).normal(size=(T, Y, X))
+    with pool("eumetsat"):
+        b = xr.DataArray(da.from_array(other, chunks=(1, Y, X)), dims=("time", "y", "x"))
+    crossed, values, pairs = cross_site(client, xr.corr(a, b, "time").compute)
+    expected = xr.corr(xr.DataArray(series(), dims=a.dims), xr.DataArray(other, dims=b.dims), "time")
+    np.testing.assert_allclose(values, expected.values)
+    assert T * FIELD <= crossed <= 1.1 * T * FIELD, pairs
+
+
 def test_recomputing_a_failed_site_says_it_failed_earlier(client) -> None:
     with pool("nowhere"):
         x = da.ones(10, chunks=5) + 1

@@ -30,11 +30,13 @@ def place_layers(
     dependents: Mapping[Key, Collection[Key]],
     size: Callable[[Key], float],
     by_rules: Callable[[list[Key]], None],
+    joins: list[Key],
 ) -> list[Key] | None:
     """Rules 1 and 2 layer by layer; returns the keys decided one by one, in order.
 
     ``sites`` (the pins' sites on entry) receives every decision;
-    ``by_rules`` decides a list of keys one by one. Returns ``None``, deciding
+    ``by_rules`` decides a list of keys one by one; keys whose inputs come
+    from several sites are added to ``joins``. Returns ``None``, deciding
     nothing, if the layers depend on each other in a cycle (then only keys
     can be ordered).
     """
@@ -65,7 +67,9 @@ def place_layers(
             whole[i] = site
             continue
         if at_once:  # rule 2
-            sites.update(zip(keys, weigh_layer(keys, dependencies, dependents, sites, size), strict=True))
+            sites.update(
+                zip(keys, weigh_layer(keys, dependencies, dependents, sites, size, joins), strict=True)
+            )
         else:
             if i in chained:
                 part = unpinned_order({k: dependencies[k] for k in keys}, pins)
@@ -113,10 +117,12 @@ def weigh_layer(
     dependents: Mapping[Key, Collection[Key]],
     sites: Mapping[Key, str],
     size: Callable[[Key], float],
+    joins: list[Key],
 ) -> list[str]:
     """Rule 2 for many tasks at once: each where most of its input bytes are.
 
-    Every input of every key must have a site. An input used by ``n`` tasks
+    Every input of every key must have a site; keys whose inputs come from
+    several sites are added to ``joins``. An input used by ``n`` tasks
     counts ``1/n`` of its bytes; ties go to the smallest site name, and a
     site none of a task's inputs is in never wins (as
     :func:`.placement.choose_site` over the sites present).
@@ -134,5 +140,6 @@ def weigh_layer(
     shape = (len(deps), len(names))
     weight = np.bincount(cell, weights=nbytes / np.maximum(users, 1), minlength=shape[0] * shape[1])
     present = np.bincount(cell, minlength=shape[0] * shape[1]) > 0
+    joins.extend(keys[n] for n in np.flatnonzero(present.reshape(shape).sum(axis=1) > 1).tolist())
     weight = np.where(present, weight, -np.inf).reshape(shape)
     return [names[n] for n in weight.argmax(axis=1).tolist()]

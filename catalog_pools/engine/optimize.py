@@ -24,7 +24,9 @@ from .._compat.dask_internals import convert_legacy_graph
 from .guard import guarded_site
 from .layers import LayerInfo, has_pools, materialize, spread_layer_pins
 from .plan import Kind, Plan, relay
+from .regroup import spread_layers
 from .replicas import choose_replicas
+from .sites import REPLICAS
 
 __all__ = ["PoolOptimizer", "activate", "optimize_pooled", "optimizers", "relay"]
 
@@ -161,7 +163,15 @@ def _optimize_pooled(
 
     # Spreading copies layers with their collection metadata, so one pass
     # reads both the pins and the chunk sizes.
-    hlg = spread_layer_pins(choose_replicas(hlg))
+    chosen = choose_replicas(hlg)
+    hlg = spread_layer_pins(chosen)
+    # Pins spread by the optimizer (rule 7 may move them), replica choices aside.
+    spread = {
+        name
+        for name, layer in hlg.layers.items()
+        if layer is not chosen.layers[name] and REPLICAS not in layer.annotations
+    }
+    before = hlg.dependencies
     info = LayerInfo(hlg.layers)
     if kind == "array":
         from dask.blockwise import fuse_roots, optimize_blockwise
@@ -172,9 +182,11 @@ def _optimize_pooled(
         hlg = optimize_blockwise(hlg, keys=keys)
         hlg = fuse_roots(hlg, keys=keys)
         info.add({n: layer for n, layer in hlg.layers.items() if unfused.get(n) is not layer})
+    movable = spread_layers(before, hlg.layers, spread) if spread else set()
     hlg = hlg.cull(set(keys))
     graph, pins, groups = materialize(hlg, info)
     plan = Plan(graph, info, pins, groups)
+    plan.movable_layers = movable
     plan.place(propagate)
     if propagate:
         plan.add_relays(set(keys))

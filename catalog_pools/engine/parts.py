@@ -88,10 +88,12 @@ def _whole(keys: Sequence[Key], pins: Mapping[Key, str | None], sites: Mapping[K
     if len(pinned) != 1:
         return None
     pin = pinned.pop()
-    if pin is not _FREE:
-        return (pin, None) if pin is not None else (None, OPTED_OUT)  # type: ignore[return-value]
-    placed = set(map(sites.get, keys))
-    return (placed.pop(), PROPAGATED) if len(placed) == 1 else None
+    if pin is None:
+        return None, OPTED_OUT
+    placed = set(map(sites.get, keys))  # a pin spread by the optimizer may have moved
+    if len(placed) != 1:
+        return None
+    return placed.pop(), PROPAGATED if pin is _FREE else None
 
 
 def _by_key(graph: Mapping[Key, Any], keys: Any, where: Callable[[Key], Here]) -> dict[Here, dict[Key, Any]]:

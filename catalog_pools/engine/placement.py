@@ -13,6 +13,7 @@ from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, S
 
 from .by_layer import place_layers
 from .order import unpinned_order
+from .regroup import Groups
 
 Key = Hashable
 #: Estimated output bytes of a key, ``None`` if unknown.
@@ -54,6 +55,7 @@ def assign_sites(
     dependents: Mapping[Key, list[Key]] | None = None,
     default_nbytes: float = 1.0,
     layers: Sequence[Sequence[Key]] | None = None,
+    movable_pins: Callable[[Key], bool] | None = None,
 ) -> dict[Key, str]:
     """Give every task that should be pinned a single site.
 
@@ -80,12 +82,16 @@ def assign_sites(
         The graph's keys by layer (every key in one). A layer reading only
         layers wholly in one site is then placed whole by rule 1, with no
         Python work per key.
+    movable_pins
+        Whether a key of ``pins`` was pinned by propagation, not by the user
+        (a layer whose inputs are all in one site, :func:`.regroup.spread_layers`):
+        rule 7 may move it.
 
     Returns
     -------
     dict
         Key -> site for every pinned or propagated key (opted-out and
-        site-less keys are absent). Rules, in order:
+        site-less keys are absent). Rules (numbered as in docs/engine.md):
 
         1. a task whose pooled inputs all come from one site runs there;
         2. a task combining sites runs where most of its input bytes are
@@ -93,32 +99,47 @@ def assign_sites(
            by ``n`` tasks counts ``1/n`` of its bytes for each, as it crosses
            once for all of them (see :func:`plan_relays`);
         3. an unpooled task used only by tasks of one site (a constant, a
-           ``da.ones``) is created in that site instead of being shipped in.
+           ``da.ones``) is created in that site instead of being shipped in;
+        7. after rules 1 and 2, which look at a task's inputs only, a group of
+           connected propagated tasks of one site next to a join moves as a
+           whole to another site when fewer bytes then cross
+           (:class:`.regroup.Groups`): xarray's ``corr`` joins two sites' validity
+           masks and feeds the join back into both sides, where moving one
+           side's whole series once is cheaper than masks going back and forth.
     """
     relays = relays or {}
     sites: dict[Key, str] = {k: s for k, s in pins.items() if s is not UNPOOLED}
     if dependents is None:
         dependents = dependents_of(dependencies)
     size = _size_function(nbytes, default_nbytes)
+    joins: list[Key] = []
 
     def by_rules(order: list[Key]) -> None:
         for key in order:
             if key not in relays and (
-                site := _site_from_inputs(dependencies[key], sites, relays, dependents, size)
+                site := _site_from_inputs(dependencies[key], sites, relays, dependents, size, key, joins)
             ):
                 sites[key] = site
 
     layered = None
     if layers is not None and not relays and not undecided:
-        layered = place_layers(layers, dependencies, pins, sites, dependents, size, by_rules)
+        layered = place_layers(layers, dependencies, pins, sites, dependents, size, by_rules, joins)
     if layered is None:
         # Only keys the rules decide need an order; pinned keys are known already.
         order = unpinned_order(dependencies, pins)
         by_rules(order)
     else:
         order = layered
+    skip = set(undecided)
+    if joins:
+        soft = movable_pins or (lambda key: False)
+
+        def fixed(key: Key) -> bool:
+            return (key in pins and not soft(key)) or key in skip
+
+        Groups(dependencies, dependents, fixed, sites, _getter(nbytes), relays).regroup(joins)
     _place_relays(relays, pins, dependents, sites)
-    _create_where_used(reversed(order), set(undecided), dependents, sites)
+    _create_where_used(reversed(order), skip, dependents, sites)
     return sites
 
 
@@ -128,8 +149,13 @@ def _site_from_inputs(
     relays: Mapping[Key, Key],
     dependents: Mapping[Key, list[Key]],
     size: Callable[[Key], float],
+    key: Key = None,
+    joins: list[Key] | None = None,
 ) -> str | None:
-    """Rules 1 and 2: the one site of a task's inputs, or the one holding most of their bytes."""
+    """Rules 1 and 2: the one site of a task's inputs, or the one holding most of their bytes.
+
+    ``key`` is appended to ``joins`` when its inputs come from several sites.
+    """
     first: str | None = None
     for dep in deps:  # most tasks read one site: answer without grouping
         site = sites.get(relays.get(dep, dep) if relays else dep)
@@ -148,6 +174,8 @@ def _site_from_inputs(
         site = sites.get(source)
         if site is not None:
             weights[site] = weights.get(site, 0.0) + size(source) / (len(dependents.get(dep, ())) or 1)
+    if joins is not None:
+        joins.append(key)
     return choose_site(weights)
 
 
@@ -163,10 +191,15 @@ def _create_where_used(
             sites[key] = users.pop()  # type: ignore[assignment]
 
 
+def _getter(nbytes: Mapping[Key, float] | SizeOf | None) -> SizeOf:
+    """The known size of a key, ``None`` if unknown."""
+    if nbytes is None:
+        return lambda key: None
+    return nbytes.get if isinstance(nbytes, Mapping) else nbytes
+
+
 def _size_function(nbytes: Mapping[Key, float] | SizeOf | None, default: float) -> Callable[[Key], float]:
-    get = nbytes.get if isinstance(nbytes, Mapping) else nbytes
-    if get is None:
-        return lambda key: default
+    get = _getter(nbytes)
     return lambda key: get(key) or default
 
 

@@ -19,7 +19,7 @@ from .._compat.dask_internals import (
     optimize_slices,
 )
 from .guard import guard_task
-from .layers import LayerInfo
+from .layers import LayerInfo, key_name
 from .order import topological_order
 from .parts import boundary, split_parts
 from .placement import assign_sites, dependents_of, plan_relays, undecided_keys
@@ -93,6 +93,8 @@ class Plan:
         #: new key -> original key, for sources renamed so a relay can take their key
         self.renamed: dict[Hashable, Hashable] = {}
         self.outside = not self.dependents.keys() <= graph.keys()
+        #: layers pinned by propagation, not by the user (:func:`.regroup.spread_layers`)
+        self.movable_layers: set[Hashable] = set()
 
     def nbytes(self, key: Hashable) -> float | None:
         return _nbytes(self.info, self.renamed, key)
@@ -125,6 +127,7 @@ class Plan:
             undecided=self.undecided,
             dependents=self.dependents,
             layers=self.groups,
+            movable_pins=(lambda key: key_name(key) in self.movable_layers) if self.movable_layers else None,
         )
         for key in self.undecided:
             # provisional: the scheduler plugin decides, knowing where the data is
@@ -223,7 +226,7 @@ class Plan:
                 if kind == "array":
                     part = optimize_slices(part)
             if site is not None:
-                part = _inline_data(part, requested)
+                part = _inline_data(part, requested, outputs)
             # Only the user's own pins read site data; propagated tasks may move.
             if guard and site is not None and origin is None:
                 part = self._guarded(part, site)
@@ -270,14 +273,16 @@ class Plan:
         }
 
 
-def _inline_data(part: dict[Hashable, Any], requested: set[Hashable]) -> dict[Hashable, Any]:
+def _inline_data(
+    part: dict[Hashable, Any], requested: set[Hashable], boundary: set[Hashable]
+) -> dict[Hashable, Any]:
     """Inline literal data (the array a load reads from) into the tasks using it.
 
     A pinned task never takes part in root-task queuing, so a dependency held
     by one worker (xarray's ``original`` array, ``inline_array=False``) would
     draw every load of the site onto that worker. Inlined, loads have no
     dependency and spread over the site's workers, as ``inline_array=True``
-    would do.
+    would do. Data also read in another group (``boundary``) stays a task for it.
     """
     data = {k: t for k, t in part.items() if isinstance(t, DataNode) and k not in requested}
     if not data:
@@ -293,5 +298,6 @@ def _inline_data(part: dict[Hashable, Any], requested: set[Hashable]) -> dict[Ha
             continue  # used outside this site: keep it as a task
         for user in users[key]:
             out[user] = out[user].substitute({key: node})
-        del out[key]
+        if key not in boundary:
+            del out[key]
     return out
