@@ -6,8 +6,10 @@ Two pooled graphs of about ``n`` tasks (before fusion), built afresh for every r
 - ``join``: loads at site A, ``(a - c) * 2`` with one field ``c`` of site C, then a
   mean: every load's layer is placed whole, the join key by key;
 - ``two_big``: ``(a * b).mean(0)`` with ``a`` at A and ``b`` at B, same chunks: every
-  task of the product joins two sites, so every one is placed key by key (the
-  worst case for placement).
+  task of the product joins two sites (rule 2 for every one of them);
+- ``corr``: ``xr.corr(a, b, "time")`` of two sites' series, one step per chunk:
+  validity masks, demeaning and products across two sites, the graph that
+  placement rule 7 (whole groups move) exists for.
 
 Each pair of runs alternates dask's optimizer and the pooled one, twice: as they
 run (the pooled optimizer pauses Python's cyclic garbage collector while it
@@ -26,7 +28,7 @@ import dask.array as da
 
 from catalog_pools import pool
 
-SHAPES = ("join", "two_big")
+SHAPES = ("join", "two_big", "corr")
 
 
 def pooled_graph(shape: str, n_tasks: int) -> tuple[Any, list[Any]]:
@@ -40,6 +42,16 @@ def pooled_graph(shape: str, n_tasks: int) -> tuple[Any, list[Any]]:
         with pool("dwd"):
             c = da.ones((1, 10), chunks=(1, 10))
         x = ((a - c) * 2).mean(axis=1)
+    elif shape == "corr":
+        import xarray as xr
+
+        steps = max(n_tasks // 20, 4)  # about twenty tasks per time step before fusion
+        arrays = []
+        for seed, site in enumerate(("ecmwf", "eumetsat")):
+            with pool(site):
+                data = da.random.default_rng(seed).standard_normal((steps, 10), chunks=(1, 10))
+            arrays.append(xr.DataArray(data, dims=("time", "x")))
+        x = xr.corr(*arrays, dim="time").data
     else:
         m = max(n_tasks // 4, 4)  # two loads, a product and a reduction per chunk
         with pool("ecmwf"):

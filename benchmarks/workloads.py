@@ -456,6 +456,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2, help="workers per site (0: no cluster)")
     parser.add_argument("--only", nargs="*", default=None, help="workflow names")
     parser.add_argument("--opt-sizes", nargs="*", type=int, default=[10_000, 100_000])
+    parser.add_argument("--opt-shapes", nargs="*", choices=SHAPES, default=list(SHAPES))
+    parser.add_argument("--opt-repeats", type=int, default=3)
     parser.add_argument("--skip-optimizer", action="store_true")
     parser.add_argument("--federated", action="store_true", help="also run federated: one cluster per site")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/workloads"))
@@ -477,7 +479,9 @@ def main(argv: list[str] | None = None) -> None:
                 run_federated(args.workers, rows, directory, stores.open if stores else make_data)
     costs = []
     if not args.skip_optimizer:
-        costs = [optimizer_cost(n, shape) for shape in SHAPES for n in args.opt_sizes]
+        costs = [
+            optimizer_cost(n, shape, args.opt_repeats) for shape in args.opt_shapes for n in args.opt_sizes
+        ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write(args.out, args.workers, rows, costs, isolation)
 

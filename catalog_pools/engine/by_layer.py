@@ -31,18 +31,21 @@ def place_layers(
     size: Callable[[Key], float],
     by_rules: Callable[[list[Key]], None],
     joins: list[Key],
+    movable: Callable[[Key], bool] | None = None,
 ) -> list[Key] | None:
     """Rules 1 and 2 layer by layer; returns the keys decided one by one, in order.
 
     ``sites`` (the pins' sites on entry) receives every decision;
     ``by_rules`` decides a list of keys one by one; keys whose inputs come
-    from several sites are added to ``joins``. Returns ``None``, deciding
+    from several sites are added to ``joins``, for rule 7, unless no group
+    can gain by moving; ``movable`` tells pins the optimizer spread (rule 7
+    may move them). Returns ``None``, deciding
     nothing, if the layers depend on each other in a cycle (then only keys
     can be ordered).
     """
-    free, mixed, chained, outside = _read_layers(layers, dependencies, pins)
+    reads, free, mixed, chained, outside = _read_layers(layers, dependencies, pins)
     try:
-        ordered = topological_order({i: free.get(i, set()) for i in range(len(layers))})
+        ordered = topological_order(reads)
     except ValueError:
         return None
     whole: dict[int, str | None] = {}  # layer -> the one site of all its keys, if any
@@ -53,7 +56,7 @@ def place_layers(
             given = set(map(pins.get, keys))
             whole[i] = given.pop() if len(given) == 1 else None
             continue
-        sources = {whole[j] for j in free[i]}  # None: a layer of several sites
+        sources = {whole[j] for j in reads[i]}  # None: a layer of several sites
         # keys without inputs are left to rule 3, as they are one by one
         at_once = (
             sources
@@ -79,6 +82,9 @@ def place_layers(
             order.extend(part)
         placed = set(map(sites.get, keys))
         whole[i] = placed.pop() if len(placed) == 1 else None
+    split = {i for i in chained if whole[i] is None}
+    if joins and _no_group_gains(layers, reads, free, split, whole, movable or (lambda key: False)):
+        joins.clear()
     return order
 
 
@@ -86,29 +92,63 @@ def _read_layers(
     layers: Sequence[Sequence[Key]],
     dependencies: Mapping[Key, Collection[Key]],
     pins: Mapping[Key, str | None],
-) -> tuple[dict[int, set[int]], set[int], set[int], set[int]]:
-    """For each layer with unpinned keys, the layers it reads; and which layers
-    mix pinned and unpinned keys, read their own keys, or read data outside."""
+) -> tuple[dict[int, set[int]], set[int], set[int], set[int], set[int]]:
+    """The layers each layer reads; the layers with unpinned keys; and which
+    layers mix pinned and unpinned keys, read their own keys, or read data outside."""
     layer_of: dict[Key, int] = {}
     for i, keys in enumerate(layers):
         layer_of.update(dict.fromkeys(keys, i))
-    free: dict[int, set[int]] = {}
+    reads: dict[int, set[int]] = {}
+    free: set[int] = set()
     mixed: set[int] = set()
     chained: set[int] = set()
     outside: set[int] = set()
     for i, keys in enumerate(layers):
+        edges = chain.from_iterable(map(dependencies.__getitem__, keys))
+        read: set[int | None] = set(map(layer_of.get, edges))
+        if i in read:
+            chained.add(i)
+        if None in read:
+            outside.add(i)
+        reads[i] = {j for j in read if j is not None and j != i}
         pinned = set(map(pins.get, keys, repeat(_FREE)))
         if _FREE in pinned:
-            edges = chain.from_iterable(map(dependencies.__getitem__, keys))
-            read: set[int | None] = set(map(layer_of.get, edges))
-            if i in read:
-                chained.add(i)
-            if None in read:
-                outside.add(i)
-            free[i] = {j for j in read if j is not None and j != i}
+            free.add(i)
             if len(pinned) > 1:
                 mixed.add(i)
-    return free, mixed, chained, outside
+    return reads, free, mixed, chained, outside
+
+
+def _no_group_gains(
+    layers: Sequence[Sequence[Key]],
+    reads: Mapping[int, set[int]],
+    free: set[int],
+    split: set[int],
+    whole: Mapping[int, str | None],
+    movable: Callable[[Key], bool],
+) -> bool:
+    """Whether no group of propagated tasks can gain by moving (rule 7 may be skipped).
+
+    True when every layer's readers are all in one site and, for a layer
+    whose site may move (propagated, or pins the optimizer spread), that site
+    is its own: then each task already sits where most of its inputs are, the
+    inputs of a group are read only in its site, and nothing it makes is read
+    elsewhere, so moving a group never makes fewer bytes cross. ``free``:
+    layers with propagated keys; ``split``: layers whose keys read each other
+    across sites (never skipped).
+    """
+    if split:
+        return False
+    readers: dict[int, set[str | None]] = {}
+    for i, inputs in reads.items():
+        for j in inputs:
+            readers.setdefault(j, set()).add(whole[i])
+    for j, read_in in readers.items():
+        if len(read_in) != 1 or None in read_in:
+            return False
+        if read_in != {whole[j]} and (j in free or whole[j] is None or any(map(movable, layers[j]))):
+            return False
+    return True
 
 
 def weigh_layer(

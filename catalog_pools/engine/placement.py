@@ -123,7 +123,9 @@ def assign_sites(
 
     layered = None
     if layers is not None and not relays and not undecided:
-        layered = place_layers(layers, dependencies, pins, sites, dependents, size, by_rules, joins)
+        layered = place_layers(
+            layers, dependencies, pins, sites, dependents, size, by_rules, joins, movable_pins
+        )
     if layered is None:
         # Only keys the rules decide need an order; pinned keys are known already.
         order = unpinned_order(dependencies, pins)
@@ -137,6 +139,9 @@ def assign_sites(
         def fixed(key: Key) -> bool:
             return (key in pins and not soft(key)) or key in skip
 
+        # Moves are greedy: a fixed order of the joins makes the outcome the
+        # same whichever way rules 1 and 2 were answered (per key or per layer).
+        joins.sort(key=str)
         Groups(dependencies, dependents, fixed, sites, _getter(nbytes), relays).regroup(joins)
     _place_relays(relays, pins, dependents, sites)
     _create_where_used(reversed(order), skip, dependents, sites)

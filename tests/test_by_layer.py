@@ -1,0 +1,89 @@
+"""Placement a layer at a time gives what placement key by key gives.
+
+``assign_sites(..., layers=...)`` answers rules 1 and 2 per layer (a whole
+layer at once, or numpy over a join layer) and skips rule 7 when no group can
+gain; these tests compare it with the per-key rules on random layered graphs
+and on the hand-built graphs of tests/test_propagate.py.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from catalog_pools.engine.by_layer import weigh_layer
+from catalog_pools.engine.parts import boundary, split_parts
+from catalog_pools.engine.placement import assign_sites, dependents_of
+from catalog_pools.engine.sites import OPTED_OUT, PROPAGATED
+
+SITES = ("ecmwf", "eumetsat", "dwd")
+
+
+def random_graph(seed: int) -> tuple[dict, dict, dict, list[list[str]]]:
+    """Layers of keys: pinned loads, joins and chains reading earlier layers at random."""
+    rng = random.Random(seed)
+    deps: dict[str, set[str]] = {}
+    pins: dict[str, str | None] = {}
+    sizes: dict[str, float] = {}
+    layers: list[list[str]] = []
+    for n in range(rng.randint(3, 9)):
+        width = rng.choice([1, 2, 5, 8])
+        keys = [f"L{n}-{i}" for i in range(width)]
+        kind = rng.random()
+        for i, key in enumerate(keys):
+            if not layers or kind < 0.35:  # a load layer of one site (sometimes opted out)
+                deps[key] = set()
+                pins[key] = None if kind < 0.03 else SITES[n % len(SITES)]
+            else:
+                sources = rng.sample(layers, k=min(len(layers), rng.randint(1, 3)))
+                deps[key] = {rng.choice(layer) for layer in sources}
+                if kind > 0.9 and i:  # keys reading keys of their own layer
+                    deps[key].add(keys[i - 1])
+            sizes[key] = rng.choice([0.0, 1.0, 8.0, 8.0, 100.0])
+        layers.append(keys)
+    return deps, pins, sizes, layers
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_layers_place_like_keys(seed: int) -> None:
+    deps, pins, sizes, layers = random_graph(seed)
+    assert assign_sites(deps, pins, sizes, layers=layers) == assign_sites(deps, pins, sizes)
+
+
+@pytest.mark.parametrize("seed", range(100))
+def test_layers_place_like_keys_with_movable_pins(seed: int) -> None:
+    deps, pins, sizes, layers = random_graph(seed)
+    movable = set(random.Random(seed).sample(sorted(pins), k=len(pins) // 2))
+    by_key = assign_sites(deps, pins, sizes, movable_pins=movable.__contains__)
+    assert assign_sites(deps, pins, sizes, layers=layers, movable_pins=movable.__contains__) == by_key
+
+
+def test_weighing_a_layer_follows_rule_2() -> None:
+    """Bytes over users, ties to the smallest name, a site no input is in never wins."""
+    deps = {"j0": {"a0", "c"}, "j1": {"a1", "c"}, "j2": {"b0"}, "j3": {"a2", "b1"}}
+    sites = {"a0": "zeta", "a1": "zeta", "a2": "zeta", "c": "alpha", "b0": "beta", "b1": "beta"}
+    sizes = {"a0": 4.0, "a1": 1.0, "a2": 8.0, "c": 6.0, "b0": 0.0, "b1": 8.0}
+    joins: list[str] = []
+    dependents = dependents_of(deps)
+    chosen = weigh_layer(list(deps), deps, dependents, sites, lambda k: sizes[k] or 1.0, joins)
+    # c is read by two tasks: 3 bytes each; a0 4 > 3, a1 1 < 3; b0 alone; a tie goes to beta
+    assert chosen == ["zeta", "alpha", "beta", "beta"]
+    assert joins == ["j0", "j1", "j3"]
+
+
+@pytest.mark.parametrize("seed", range(50))
+def test_parts_by_layer_are_parts_by_key(seed: int) -> None:
+    deps, pins, sizes, layers = random_graph(seed)
+    sites = assign_sites(deps, pins, sizes)
+    graph = {k: f"task {k}" for k in deps}
+
+    def where(key: str) -> tuple[str | None, str | None]:
+        if key in pins:
+            return sites.get(key), (None if pins[key] is not None else OPTED_OUT)
+        return sites.get(key), PROPAGATED
+
+    by_layer = split_parts(graph, deps, where, layers=layers, pins=pins, sites=sites)
+    by_key = split_parts(graph, deps, where, layers=None, pins=pins, sites=sites)
+    assert by_layer == by_key
+    assert boundary(by_layer, deps) == {d for k, ds in deps.items() for d in ds if where(d) != where(k)}
