@@ -25,6 +25,10 @@ site at least once; the cheapest meeting moves the smaller side, once:
                   (int64 + float64) -> **2F**.
 ``corr``          ``xr.corr(a, b, "time")``: every step of a meets the same step of b; moving
                   one whole series once (16F) lets everything else run in one site -> **16F**.
+``corr_field``    ``xr.corr(a, c, ("lat", "lon"))``: each step's pattern correlation with the
+                  one field c; c moves once and every step stays at A -> **F**.
+``broadcast``     ``(a - c.broadcast_like(a)).mean("time")``: c broadcast to every step (one
+                  chunk, then split per step); c once -> **F**.
 ``apply_ufunc``   ``apply_ufunc((x - y)**2, a, c, dask="parallelized").mean("time")`` -> **F**.
 ``map_blocks``    ``da.map_blocks(sub, a, c[None]).mean(0)`` -> **F**.
 ``delayed``       ``dask.delayed(max_abs_diff)(a.mean("time").data, c.data)``: mean (F) or c (F) -> **F**.
@@ -153,6 +157,8 @@ WORKFLOWS: dict[str, tuple[float, Callable[[Data, Persist], Any]]] = {
     "where": (F / 8, lambda d, p: d["a"].where(d["c"] > 0).mean("time")),
     "concat": (2 * F, lambda d, p: xr.concat([d["a"], d["b"]], "time").mean("time")),
     "corr": (16 * F, lambda d, p: xr.corr(d["a"], d["b"], "time")),
+    "corr_field": (F, lambda d, p: xr.corr(d["a"], d["c"], ("lat", "lon"))),
+    "broadcast": (F, lambda d, p: (d["a"] - d["c"].broadcast_like(d["a"])).mean("time")),
     "apply_ufunc": (
         F,
         lambda d, p: xr.apply_ufunc(

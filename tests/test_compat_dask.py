@@ -95,3 +95,17 @@ def test_merged_graphs_give_per_key_annotations_with_tombstones() -> None:
     unpinned = next(n for n in per_key if n.startswith("full"))
     assert key_annotations(per_key[pinned], pinned)["pool"] == "ecmwf"
     assert "pool" not in key_annotations(per_key[unpinned], unpinned)  # the tombstone is dropped
+
+
+def test_cull_renames_layers_and_culled_names_maps_them_back() -> None:
+    """``HighLevelGraph.cull`` renames every layer it keeps (``<name>-<token>``)."""
+    x = da.ones((4, 4), chunks=2)
+    y = (x + 1)[:2]
+    hlg = y.__dask_graph__()
+    culled = hlg.cull(set(dask.core.flatten(y.__dask_keys__())))
+    assert not set(culled.layers) & set(hlg.layers)  # renamed: this is why culled_names exists
+    back = dk.culled_names(hlg.layers, culled.layers)
+    assert set(back) == set(culled.layers)
+    assert set(back.values()) <= set(hlg.layers)
+    for new, old in back.items():
+        assert new.startswith(old)

@@ -121,6 +121,27 @@ def test_corr_of_two_sites_moves_one_series_once(client) -> None:
     assert T * FIELD <= crossed <= 1.1 * T * FIELD, pairs
 
 
+@pytest.mark.parametrize(
+    "name",
+    ["corr", "cov", "broadcast_like"],
+)
+def test_series_against_one_field_moves_the_field_once(client, name: str) -> None:
+    """A field used by every step of a series (``xr.corr``/``xr.cov`` over space,
+    ``broadcast_like``): the field crosses once, never the series. Before placement
+    rule 7 moved the largest saving first, each step's mask joined the field's
+    side and the whole series crossed (T fields)."""
+    a, c = arrays()
+    plain_a, plain_c = xr.DataArray(series(), dims=a.dims), xr.DataArray(field(), dims=c.dims)
+    build: dict[str, Callable[[xr.DataArray, xr.DataArray], xr.DataArray]] = {
+        "corr": lambda s, f: xr.corr(s, f, ("y", "x")),
+        "cov": lambda s, f: xr.cov(s, f, ("y", "x")),
+        "broadcast_like": lambda s, f: (s - f.broadcast_like(s)).mean("time"),
+    }
+    crossed, values, pairs = cross_site(client, build[name](a, c).compute)
+    np.testing.assert_allclose(values, build[name](plain_a, plain_c).values)
+    assert FIELD <= crossed <= 1.1 * FIELD, pairs
+
+
 def test_recomputing_a_failed_site_says_it_failed_earlier(client) -> None:
     with pool("nowhere"):
         x = da.ones(10, chunks=5) + 1

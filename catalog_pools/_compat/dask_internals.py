@@ -5,7 +5,7 @@ Pinned by ``tests/test_compat_dask.py``.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Collection, Hashable, Mapping
 from typing import Any
 
 # The task-spec classes are how dask 2026 represents a materialized graph; the
@@ -28,6 +28,7 @@ __all__ = [
     "Task",
     "TaskRef",
     "convert_legacy_graph",
+    "culled_names",
     "forwarded_key",
     "fuse_linear_task_spec",
     "fused_output_key",
@@ -102,3 +103,19 @@ def key_annotations(annotations: Mapping[str, Any], key: Hashable) -> dict[str, 
 
     evaluated = {n: v(key) if callable(v) else v for n, v in annotations.items()}
     return {n: v for n, v in evaluated.items() if not isinstance(v, _AnnotationsTombstone)}
+
+
+def culled_names(before: Collection[str], after: Collection[str]) -> dict[str, str]:
+    """Layer name after ``HighLevelGraph.cull`` -> its name before.
+
+    ``cull`` renames every layer it keeps to ``f"{name}-{token}"`` and keeps
+    no record of the old name, which the optimizer needs to carry per-layer
+    facts (pins it spread) across the cull.
+    """
+    known = set(before)
+    out = {}
+    for name in after:
+        old = name if name in known else name.rsplit("-", 1)[0]
+        if old in known:
+            out[name] = old
+    return out

@@ -139,6 +139,16 @@ def _no_group_gains(
     """
     if split:
         return False
+    for i in free:
+        here = whole[i]
+        if len({whole[j] for j in reads[i]}) < 2:
+            continue
+        # A join reading a propagated input of its own site weighed that input
+        # at its own size, not at what making it elsewhere costs: a field
+        # broadcast to every step (``broadcast_like``, ``xr.corr`` against a
+        # field) weighs a step, while moving its group moves the field once.
+        if any(whole[j] == here and (j in free or any(map(movable, layers[j]))) for j in reads[i]):
+            return False
     readers: dict[int, set[str | None]] = {}
     for i, inputs in reads.items():
         for j in inputs:

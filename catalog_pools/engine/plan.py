@@ -19,7 +19,7 @@ from .._compat.dask_internals import (
     optimize_slices,
 )
 from .guard import guard_task
-from .layers import LayerInfo, key_name
+from .layers import LayerInfo
 from .order import topological_order
 from .parts import boundary, split_parts
 from .placement import assign_sites, dependents_of, plan_relays, undecided_keys
@@ -93,8 +93,8 @@ class Plan:
         #: new key -> original key, for sources renamed so a relay can take their key
         self.renamed: dict[Hashable, Hashable] = {}
         self.outside = not self.dependents.keys() <= graph.keys()
-        #: layers pinned by propagation, not by the user (:func:`.regroup.spread_layers`)
-        self.movable_layers: set[Hashable] = set()
+        #: keys of layers pinned by propagation, not by the user (:func:`.regroup.spread_layers`)
+        self.movable_keys: set[Hashable] = set()
 
     def nbytes(self, key: Hashable) -> float | None:
         return _nbytes(self.info, self.renamed, key)
@@ -127,7 +127,7 @@ class Plan:
             undecided=self.undecided,
             dependents=self.dependents,
             layers=self.groups,
-            movable_pins=(lambda key: key_name(key) in self.movable_layers) if self.movable_layers else None,
+            movable_pins=self.movable_keys.__contains__ if self.movable_keys else None,
         )
         for key in self.undecided:
             # provisional: the scheduler plugin decides, knowing where the data is
