@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 from .._compat.dask_internals import Task, TaskRef, task_like
@@ -81,6 +82,38 @@ def guard_task(task: Any, site: str, nbytes: float | None = None) -> Any:
         return task
     keys = tuple(task.dependencies)
     return task_like(task, task.key, run_in_site, site, _Sealed(task, keys, nbytes), *map(TaskRef, keys))
+
+
+def guard_tasks(
+    tasks: Mapping[Hashable, Any],
+    site: str,
+    nbytes: Callable[[Hashable, Any], float | None],
+    exempt: Callable[[Hashable, Any], bool] | None = None,
+) -> dict[Hashable, Any]:
+    """:func:`guard_task` for many tasks of one site (the optimizer's loop, kept tight).
+
+    ``nbytes(key, task)`` estimates a task's output bytes; tasks ``exempt(key,
+    task)`` says need no guard are kept as they are.
+    """
+    out: dict[Hashable, Any] = {}
+    for key, task in tasks.items():
+        if (
+            not isinstance(task, Task)
+            or task.func is run_in_site
+            or (exempt is not None and exempt(key, task))
+            or guarded_site(task) is not None
+        ):
+            out[key] = task
+            continue
+        deps = task.dependencies
+        if deps:
+            keys = tuple(deps)
+            out[key] = task_like(
+                task, key, run_in_site, site, _Sealed(task, keys, nbytes(key, task)), *map(TaskRef, keys)
+            )
+        else:
+            out[key] = task_like(task, key, run_in_site, site, _Sealed(task, (), nbytes(key, task)))
+    return out
 
 
 def guarded_site(task: Any) -> str | None:

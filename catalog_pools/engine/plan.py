@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import operator
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any, Literal
@@ -18,7 +19,7 @@ from .._compat.dask_internals import (
     fused_output_key,
     optimize_slices,
 )
-from .guard import guard_task
+from .guard import guard_tasks
 from .layers import LayerInfo
 from .order import topological_order
 from .parts import boundary, split_parts
@@ -26,6 +27,7 @@ from .placement import assign_sites, dependents_of, plan_relays, undecided_keys
 from .sites import ANNOTATION, NBYTES, OPTED_OUT, ORIGIN, PROPAGATED, RELAY, WAIT, site_resources
 
 Kind = Literal["array", "delayed"]
+_DEPENDENCIES = operator.attrgetter("dependencies")
 
 
 def relay(value: Any) -> Any:
@@ -85,7 +87,9 @@ class Plan:
         self.pins = pins
         #: keys by layer (:func:`.layers.materialize`), for placement layer by layer
         self.groups = groups
-        self.dependencies: dict[Hashable, Any] = {k: t.dependencies for k, t in graph.items()}
+        self.dependencies: dict[Hashable, Any] = dict(
+            zip(graph, map(_DEPENDENCIES, graph.values()), strict=True)
+        )
         self.dependents = dependents_of(self.dependencies)
         self.sites: dict[Hashable, str] = {}
         self.undecided: set[Hashable] = set()
@@ -234,19 +238,23 @@ class Plan:
         return out
 
     def _guarded(self, part: dict[Hashable, Any], site: str) -> dict[Hashable, Any]:
-        """Each task checks its site before running (:func:`.guard.guard_task`).
+        """Each task checks its site before running (:func:`.guard.guard_tasks`).
 
         A replicated load may run in any replica site: its store refuses the
         others, not a guard.
         """
-        out = {}
-        for key, task in part.items():
+        info, renamed = self.info, self.renamed
+
+        def size(key: Hashable, task: Any) -> float | None:
             source = fused_output_key(key, task)
-            if self.info.any_replicated and self.info.replicated(self.renamed.get(source, source)):
-                out[key] = task
-            else:
-                out[key] = guard_task(task, site, self.output_nbytes(source))
-        return out
+            found = info.nbytes(renamed.get(source, source) if renamed else source)
+            return found if found is not None else self.output_nbytes(source)
+
+        def replicated(key: Hashable, task: Any) -> bool:
+            source = fused_output_key(key, task)
+            return info.replicated(renamed.get(source, source))
+
+        return guard_tasks(part, site, size, replicated if info.any_replicated else None)
 
     def layers(self, parts: list[_Part], wait: float | None) -> dict[str, Any]:
         """One layer per distinct annotation set (per-layer constants, not per-key dicts)."""
