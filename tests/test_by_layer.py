@@ -87,3 +87,33 @@ def test_parts_by_layer_are_parts_by_key(seed: int) -> None:
     by_key = split_parts(graph, deps, where, layers=None, pins=pins, sites=sites)
     assert by_layer == by_key
     assert boundary(by_layer, deps) == {d for k, ds in deps.items() for d in ds if where(d) != where(k)}
+
+
+def broadcast_graph(steps: int = 6) -> tuple[dict, dict, dict, list[list[str]]]:
+    """A series at ecmwf joined, step by step, with one field at dwd broadcast to every step.
+
+    ``c`` (one field) -> ``bc`` (one broadcast chunk, all steps) -> ``cs-i`` (step i of it);
+    ``j-i`` joins ``a-i`` with ``cs-i``; ``m`` reduces the joins.
+    """
+    deps: dict[str, set[str]] = {"c": set(), "bc": {"c"}}
+    pins: dict[str, str | None] = {"c": "dwd"}
+    sizes: dict[str, float] = {"c": 100.0, "bc": 100.0 * steps}
+    layers: list[list[str]] = [["c"], ["bc"], [], [], [], ["m"]]
+    for i in range(steps):
+        deps[f"a-{i}"], pins[f"a-{i}"], sizes[f"a-{i}"] = set(), "ecmwf", 100.0
+        deps[f"cs-{i}"], sizes[f"cs-{i}"] = {"bc"}, 100.0
+        deps[f"j-{i}"], sizes[f"j-{i}"] = {f"a-{i}", f"cs-{i}"}, 100.0
+        for layer, key in zip(layers[2:5], (f"a-{i}", f"cs-{i}", f"j-{i}"), strict=True):
+            layer.append(key)
+    deps["m"], sizes["m"] = {f"j-{i}" for i in range(steps)}, 8.0
+    return deps, pins, sizes, layers
+
+
+def test_a_field_broadcast_to_every_step_moves_once() -> None:
+    """Each join weighs one step of the broadcast field like one step of the series (a tie);
+    moving the field's side moves the field once. Rule 7 must not be skipped here."""
+    deps, pins, sizes, layers = broadcast_graph()
+    by_key = assign_sites(deps, pins, sizes)
+    assert assign_sites(deps, pins, sizes, layers=layers) == by_key
+    assert {by_key[f"j-{i}"] for i in range(6)} == {"ecmwf"}
+    assert by_key["bc"] == "ecmwf" and by_key["m"] == "ecmwf"
