@@ -21,6 +21,7 @@ from typing import Any
 import dask
 
 from .._compat.dask_internals import convert_legacy_graph, culled_names
+from .cull import needs_every_task
 from .guard import guarded_site
 from .layers import LayerInfo, has_pools, materialize, spread_layer_pins
 from .plan import Kind, Plan, relay
@@ -183,14 +184,14 @@ def _optimize_pooled(
         hlg = fuse_roots(hlg, keys=keys)
         info.add({n: layer for n, layer in hlg.layers.items() if unfused.get(n) is not layer})
     movable = spread_layers(before, hlg.layers, spread) if spread else set()
-    if movable:
-        kept = hlg.layers
+    kept = hlg.layers
+    if not needs_every_task(hlg, keys):  # else culling would keep every task (:mod:`.cull`)
         hlg = hlg.cull(set(keys))
+    movable_keys: set[Hashable] = set()
+    if movable:
         old = culled_names(kept, hlg.layers)
         # By key: one layer may hold keys of several names (rechunk's split and merge).
         movable_keys = {k for name, layer in hlg.layers.items() if old.get(name) in movable for k in layer}
-    else:
-        hlg, movable_keys = hlg.cull(set(keys)), set()
     graph, pins, groups = materialize(hlg, info)
     plan = Plan(graph, info, pins, groups)
     plan.movable_keys = movable_keys
