@@ -32,6 +32,7 @@ def place_layers(
     by_rules: Callable[[list[Key]], None],
     joins: list[Key],
     movable: Callable[[Key], bool] | None = None,
+    known_size: Callable[[Key], float | None] | None = None,
 ) -> list[Key] | None:
     """Rules 1 and 2 layer by layer; returns the keys decided one by one, in order.
 
@@ -39,22 +40,25 @@ def place_layers(
     ``by_rules`` decides a list of keys one by one; keys whose inputs come
     from several sites are added to ``joins``, for rule 7, unless no group
     can gain by moving; ``movable`` tells pins the optimizer spread (rule 7
-    may move them). Returns ``None``, deciding
+    may move them). Given ``known_size`` (a key's bytes, ``None`` if
+    unknown), rule 7 is also answered here by layer when every layer qualifies
+    (:mod:`.layer_groups`), and ``joins`` is then emptied. Returns ``None``, deciding
     nothing, if the layers depend on each other in a cycle (then only keys
     can be ordered).
     """
-    reads, free, mixed, chained, outside = _read_layers(layers, dependencies, pins)
+    reads, free, mixed, chained, outside, partial = _read_layers(layers, dependencies, pins)
     try:
         ordered = topological_order(reads)
     except ValueError:
         return None
     whole: dict[int, str | None] = {}  # layer -> the one site of all its keys, if any
+    uniform: set[int] = set()  # layers whose keys all have one site, or all none
+    layer_joins: list[int] = []
     order: list[Key] = []
     for i in ordered:
         keys = layers[i]
         if i not in free:
-            given = set(map(pins.get, keys))
-            whole[i] = given.pop() if len(given) == 1 else None
+            _set_whole(i, set(map(pins.get, keys)), whole, uniform)
             continue
         sources = {whole[j] for j in reads[i]}  # None: a layer of several sites
         # keys without inputs are left to rule 3, as they are one by one
@@ -68,7 +72,10 @@ def place_layers(
             site = sources.pop()
             sites.update(dict.fromkeys(keys, site))  # type: ignore[arg-type]
             whole[i] = site
+            uniform.add(i)
             continue
+        if len(sources - {None}) > 1:
+            layer_joins.append(i)
         if at_once:  # rule 2
             sites.update(
                 zip(keys, weigh_layer(keys, dependencies, dependents, sites, size, joins), strict=True)
@@ -80,21 +87,68 @@ def place_layers(
                 part = [k for k in keys if k not in pins] if i in mixed else list(keys)
             by_rules(part)
             order.extend(part)
-        placed = set(map(sites.get, keys))
-        whole[i] = placed.pop() if len(placed) == 1 else None
+        _set_whole(i, set(map(sites.get, keys)), whole, uniform)
     split = {i for i in chained if whole[i] is None}
     if joins and _no_group_gains(layers, reads, free, split, whole, movable or (lambda key: False)):
         joins.clear()
+    whole_reads = not (chained or outside or partial or mixed)
+    if (
+        joins
+        and known_size
+        and whole_reads
+        and _rule_7_by_layer(layers, reads, free, uniform, whole, layer_joins, movable, known_size, sites)
+    ):
+        joins.clear()
     return order
+
+
+def _set_whole(i: int, found: set[str | None], whole: dict[int, str | None], uniform: set[int]) -> None:
+    """Record layer ``i``'s one site (``None``: none, or several) and whether its keys agree."""
+    whole[i] = next(iter(found)) if len(found) == 1 else None
+    if len(found) <= 1:
+        uniform.add(i)
+
+
+def _rule_7_by_layer(
+    layers: Sequence[Sequence[Key]],
+    reads: Mapping[int, set[int]],
+    free: set[int],
+    uniform: set[int],
+    whole: Mapping[int, str | None],
+    joins: list[int],
+    movable: Callable[[Key], bool] | None,
+    known_size: Callable[[Key], float | None],
+    sites: dict[Key, str],
+) -> bool:
+    """Rule 7 by layer (:func:`.layer_groups.regroup_layers`) into ``sites``; ``False``
+    (nothing done) if a layer does not qualify."""
+    from .layer_groups import regroup_layers
+
+    if len(uniform) != len(layers):
+        return False
+    can_move: set[int] = set()
+    for i, keys in enumerate(layers):
+        if i in free:
+            can_move.add(i)  # not mixed: every key propagated
+        elif movable is not None and keys:
+            flags = set(map(movable, keys))
+            if len(flags) > 1:
+                return False
+            if flags.pop():
+                can_move.add(i)
+    for i, site in regroup_layers(layers, reads, whole, can_move, sorted(joins), known_size).items():
+        sites.update(dict.fromkeys(layers[i], site))
+    return True
 
 
 def _read_layers(
     layers: Sequence[Sequence[Key]],
     dependencies: Mapping[Key, Collection[Key]],
     pins: Mapping[Key, str | None],
-) -> tuple[dict[int, set[int]], set[int], set[int], set[int], set[int]]:
+) -> tuple[dict[int, set[int]], set[int], set[int], set[int], set[int], set[int]]:
     """The layers each layer reads; the layers with unpinned keys; and which
-    layers mix pinned and unpinned keys, read their own keys, or read data outside."""
+    layers mix pinned and unpinned keys, read their own keys, read data
+    outside, or read only some keys of a layer."""
     layer_of: dict[Key, int] = {}
     for i, keys in enumerate(layers):
         layer_of.update(dict.fromkeys(keys, i))
@@ -103,20 +157,24 @@ def _read_layers(
     mixed: set[int] = set()
     chained: set[int] = set()
     outside: set[int] = set()
+    partial: set[int] = set()
     for i, keys in enumerate(layers):
-        edges = chain.from_iterable(map(dependencies.__getitem__, keys))
+        edges = set(chain.from_iterable(map(dependencies.__getitem__, keys)))
         read: set[int | None] = set(map(layer_of.get, edges))
         if i in read:
             chained.add(i)
         if None in read:
             outside.add(i)
         reads[i] = {j for j in read if j is not None and j != i}
+        # at most len(layers[j]) distinct keys are read from layer j: all of them iff the totals agree
+        if len(edges) != sum(len(layers[j]) for j in reads[i]) and not (i in chained or i in outside):
+            partial.add(i)
         pinned = set(map(pins.get, keys, repeat(_FREE)))
         if _FREE in pinned:
             free.add(i)
             if len(pinned) > 1:
                 mixed.add(i)
-    return reads, free, mixed, chained, outside
+    return reads, free, mixed, chained, outside, partial
 
 
 def _no_group_gains(

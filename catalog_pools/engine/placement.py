@@ -124,7 +124,16 @@ def assign_sites(
     layered = None
     if layers is not None and not relays and not undecided:
         layered = place_layers(
-            layers, dependencies, pins, sites, dependents, size, by_rules, joins, movable_pins
+            layers,
+            dependencies,
+            pins,
+            sites,
+            dependents,
+            size,
+            by_rules,
+            joins,
+            movable_pins,
+            _getter(nbytes),
         )
     if layered is None:
         # Only keys the rules decide need an order; pinned keys are known already.
@@ -256,10 +265,13 @@ def plan_relays(
     if not undecided and len(set(sites.values())) < 2:
         return {}
     out: dict[Key, dict[str | None, list[Key]]] = {}
+    site_of = sites.get
     for key, users in dependents.items():
         if len(users) < 2:
             continue
-        source = sites.get(key) if key in dependencies else None
+        source = site_of(key) if key in dependencies else None
+        if not undecided and len(placed := set(map(site_of, users))) == 1 and placed.pop() in (source, None):
+            continue  # every consumer in the key's own site, or none placed: nothing crosses
         groups: dict[str | None, list[Key]] = defaultdict(list)
         for user in users:
             if user in undecided:

@@ -49,6 +49,8 @@ class Groups:
         self.boundary: list[dict[Key, tuple[int, bool]]] = []  # per group, see _grow
         self.frozen: set[int] = set()  # next to a relay, which goes where its consumers are
         self.users: dict[Key, dict[str, int]] = {}  # key -> site -> tasks using it there
+        #: how many independent copies a group stands for; its saving is ranked per copy
+        self.blocks: Callable[[list[Key]], float] = lambda members: 1.0
 
     def group(self, key: Key) -> int:
         """The group of a propagated key (built on first use), :data:`FIXED` for a fixed key."""
@@ -132,7 +134,7 @@ class Groups:
                 ):
                     push(join, first)
                     push(dep, first)
-        saving = {g: self._best(g)[1] for g in first if g not in self.frozen}
+        saving = {g: self._best(g)[1] / self.blocks(self.members[g]) for g in first if g not in self.frozen}
         todo = deque(sorted(saving, key=lambda g: -saving[g]))  # stable: join order on ties
         moved: set[int] = set()
         while todo:
