@@ -191,7 +191,9 @@ def _optimize_pooled(
     if movable:
         old = culled_names(kept, hlg.layers)
         # By key: one layer may hold keys of several names (rechunk's split and merge).
-        movable_keys = {k for name, layer in hlg.layers.items() if old.get(name) in movable for k in layer}
+        for name, layer in hlg.layers.items():
+            if old.get(name) in movable:
+                movable_keys.update(layer)
     graph, pins, groups = materialize(hlg, info)
     plan = Plan(graph, info, pins, groups)
     plan.movable_keys = movable_keys
