@@ -32,6 +32,23 @@ def test_legacy_graphs_convert_and_futures_drop_out() -> None:
     assert isinstance(graph["x"], dk.DataNode) and graph["y"].dependencies == {"x"}
 
 
+def test_layers_already_converted_are_taken_as_they_are() -> None:
+    """``convert_layers`` is ``convert_legacy_graph`` of the union; converting a task node is the identity."""
+    x = (da.ones((4, 4), chunks=2) + 1).sum(axis=0)
+    layers = [dict(layer) for layer in x.__dask_graph__().layers.values()]
+    layers.append({"alias": "y", "y": (np.add, "x", 1), "x": 1, "self": "self"})  # legacy: keys, a self-alias
+    union: dict = {}
+    for layer in layers:
+        union.update(layer)
+    expected = dk.convert_legacy_graph(union)
+    got = dk.convert_layers(layers)
+    assert list(got) == list(expected) and "self" not in got
+    assert {k: type(t) for k, t in got.items()} == {k: type(t) for k, t in expected.items()}
+    assert {k: t.dependencies for k, t in got.items()} == {k: t.dependencies for k, t in expected.items()}
+    task = next(t for layer in layers[:-1] for t in layer.values() if isinstance(t, dk.Task))
+    assert dk.convert_legacy_graph({task.key: task})[task.key] is task
+
+
 def test_task_like_keeps_the_data_producer_flag() -> None:
     producer = dk.Task("k", len, [1], _data_producer=True)
     assert dk.task_like(producer, "k2", len, [1, 2]).data_producer

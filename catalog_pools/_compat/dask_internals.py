@@ -5,7 +5,7 @@ Pinned by ``tests/test_compat_dask.py``.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Hashable, Mapping
+from collections.abc import Collection, Hashable, Mapping, Sequence
 from typing import Any
 
 # The task-spec classes are how dask 2026 represents a materialized graph; the
@@ -15,6 +15,7 @@ from typing import Any
 from dask._task_spec import (  # noqa: TID251 - this module is the sanctioned home
     Alias,
     DataNode,
+    GraphNode,
     Task,
     TaskRef,
     _execute_subgraph,
@@ -27,6 +28,7 @@ __all__ = [
     "DataNode",
     "Task",
     "TaskRef",
+    "convert_layers",
     "convert_legacy_graph",
     "culled_names",
     "forwarded_key",
@@ -45,6 +47,28 @@ def task_like(task: Any, key: Hashable, func: Any, *args: Any) -> Any:
     the flag is only settable through the private ``_data_producer`` keyword.
     """
     return Task(key, func, *args, _data_producer=task.data_producer)
+
+
+def convert_layers(layers: Sequence[Mapping[Hashable, Any]]) -> dict[Hashable, Any]:
+    """``convert_legacy_graph`` of the union of ``layers``, skipping those already converted.
+
+    dask 2026 materializes blockwise layers (most of an array graph) as task
+    nodes, which ``convert_legacy_graph`` only walks and returns unchanged; it
+    has no public way to say a mapping needs no conversion. A layer whose
+    values are all task nodes (no ``Alias``, which conversion may drop) is
+    taken as it is; the others are converted against every key of the graph.
+    """
+    every: dict[Hashable, Any] = {}
+    for layer in layers:
+        every.update(layer)
+    out: dict[Hashable, Any] = {}
+    for layer in layers:
+        kinds = set(map(type, layer.values()))
+        if all(issubclass(kind, GraphNode) and kind is not Alias for kind in kinds):
+            out.update(layer)
+        else:
+            out.update(convert_legacy_graph(layer, all_keys=every))
+    return out
 
 
 def fused_output_key(key: Hashable, task: Any) -> Hashable:

@@ -213,14 +213,12 @@ def materialize(
     """
     from dask.blockwise import Blockwise
 
-    from .._compat.dask_internals import convert_legacy_graph
+    from .._compat.dask_internals import convert_layers
 
     layers = list({id(layer): layer for layer in hlg.layers.values()}.values())
-    raw: dict[Key, Any] = {}
-    for layer in layers:
-        raw.update(cast(Mapping[Key, Any], layer))
-    graph = convert_legacy_graph(raw)
-    complete = len(graph) == len(raw)  # else self-aliases were dropped
+    tasks = [dict(cast(Mapping[Key, Any], layer)) for layer in layers]
+    graph = convert_layers(tasks)
+    complete = len(graph) == sum(map(len, tasks))  # else self-aliases were dropped
     pins: dict[Key, str | None] = {}
     groups: list[list[Key]] = []
     for layer in layers:

@@ -15,10 +15,10 @@ from .._compat.dask_internals import (
     DataNode,
     Task,
     TaskRef,
-    fuse_linear_task_spec,
     fused_output_key,
     optimize_slices,
 )
+from .fusion import fuse_linear
 from .guard import guard_tasks
 from .layers import LayerInfo
 from .order import topological_order
@@ -177,6 +177,10 @@ class Plan:
         source = (f"relayed-{key[0]}", *key[1:]) if isinstance(key, tuple) else f"relayed-{key}"
         self.graph[source] = self.graph.pop(key).substitute({}, key=source)
         self.dependencies[source] = self.dependencies.pop(key)
+        for dep in self.dependencies[source]:  # its inputs now feed the renamed source
+            users = self.dependents.get(dep)
+            if users is not None:
+                self.dependents[dep] = [source if u == key else u for u in users]
         self.renamed[source] = key
         if key in self.pins:
             self.pins[source] = self.pins.pop(key)
@@ -226,7 +230,7 @@ class Plan:
         for (site, origin), tasks in partitions.items():
             part = tasks
             if fuse:
-                part = fuse_linear_task_spec(part, keys=outputs & part.keys())
+                part = fuse_linear(part, outputs & part.keys(), self.dependencies, self.dependents)
                 if kind == "array":
                     part = optimize_slices(part)
             if site is not None:
