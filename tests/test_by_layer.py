@@ -13,7 +13,7 @@ import random
 
 import pytest
 
-from catalog_pools.engine.by_layer import weigh_layer
+from catalog_pools.engine.by_layer import _layer_of_name, _read_layers, weigh_layer
 from catalog_pools.engine.parts import boundary, split_parts
 from catalog_pools.engine.placement import assign_sites, dependents_of
 from catalog_pools.engine.sites import OPTED_OUT, PROPAGATED
@@ -50,6 +50,35 @@ def random_graph(seed: int) -> tuple[dict, dict, dict, list[list[str]]]:
 def test_layers_place_like_keys(seed: int) -> None:
     deps, pins, sizes, layers = random_graph(seed)
     assert assign_sites(deps, pins, sizes, layers=layers) == assign_sites(deps, pins, sizes)
+
+
+def as_tuple_keys(seed: int, names_per_layer: int) -> tuple[dict, dict, dict, list[list[tuple]]]:
+    """:func:`random_graph` with dask-like keys ``(name, i)``; a layer may hold several names,
+    and with ``names_per_layer=0`` layers share names (then reads are found key by key)."""
+    deps, pins, sizes, layers = random_graph(seed)
+    rng = random.Random(seed)
+    rename: dict[str, tuple] = {}
+    for n, keys in enumerate(layers):
+        for i, key in enumerate(keys):
+            name = f"shared-{i % 2}" if names_per_layer == 0 else f"L{n}-{rng.randrange(names_per_layer)}"
+            rename[key] = (name, n, i)
+    new = lambda d: {rename[k]: v for k, v in d.items()}  # noqa: E731
+    return (
+        {rename[k]: {rename[d] for d in ds} for k, ds in deps.items()},
+        new(pins),
+        new(sizes),
+        [[rename[k] for k in keys] for keys in layers],
+    )
+
+
+@pytest.mark.parametrize("names_per_layer", [0, 1, 3])
+@pytest.mark.parametrize("seed", range(150))
+def test_layers_read_by_name_are_layers_read_by_key(seed: int, names_per_layer: int) -> None:
+    """Which layers each layer reads, found from key names (a closed graph) or key by key: the same."""
+    deps, pins, sizes, layers = as_tuple_keys(seed, names_per_layer)
+    assert _layer_of_name(layers) is None or names_per_layer > 0
+    assert _read_layers(layers, deps, pins, closed=True) == _read_layers(layers, deps, pins, closed=False)
+    assert assign_sites(deps, pins, sizes, layers=layers, closed=True) == assign_sites(deps, pins, sizes)
 
 
 @pytest.mark.parametrize("seed", range(100))

@@ -31,10 +31,11 @@ def fuse_linear(
     part
         Tasks by key.
     keys
-        Keys that must stay in the result (requested, or read by another part).
+        Keys that must stay in the result (requested).
     dependencies, dependents
-        The whole graph's maps. A key of ``part`` with a dependent outside it
-        must be in ``keys``: then counting the outside dependents changes nothing.
+        The whole graph's maps. Counting a key's dependents in other parts
+        keeps it out of any chain that would hide it: what dask's fusion of
+        ``part`` alone does when told to keep the keys other parts read.
 
     Returns
     -------

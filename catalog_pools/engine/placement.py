@@ -56,6 +56,7 @@ def assign_sites(
     default_nbytes: float = 1.0,
     layers: Sequence[Sequence[Key]] | None = None,
     movable_pins: Callable[[Key], bool] | None = None,
+    closed: bool = False,
 ) -> dict[Key, str]:
     """Give every task that should be pinned a single site.
 
@@ -86,6 +87,9 @@ def assign_sites(
         Whether a key of ``pins`` was pinned by propagation, not by the user
         (a layer whose inputs are all in one site, :func:`.regroup.spread_layers`):
         rule 7 may move it.
+    closed
+        Every dependency is a key of ``dependencies``: which layers a layer
+        reads may then be found from key names (see :func:`.by_layer.place_layers`).
 
     Returns
     -------
@@ -134,6 +138,7 @@ def assign_sites(
             joins,
             movable_pins,
             _getter(nbytes),
+            closed,
         )
     if layered is None:
         # Only keys the rules decide need an order; pinned keys are known already.

@@ -22,7 +22,7 @@ from .fusion import fuse_linear
 from .guard import guard_tasks
 from .layers import LayerInfo
 from .order import topological_order
-from .parts import boundary, split_parts
+from .parts import split_parts
 from .placement import assign_sites, dependents_of, plan_relays, undecided_keys
 from .sites import ANNOTATION, NBYTES, OPTED_OUT, ORIGIN, PROPAGATED, RELAY, WAIT, site_resources
 
@@ -132,6 +132,7 @@ class Plan:
             dependents=self.dependents,
             layers=self.groups,
             movable_pins=self.movable_keys.__contains__ if self.movable_keys else None,
+            closed=not self.outside,
         )
         for key in self.undecided:
             # provisional: the scheduler plugin decides, knowing where the data is
@@ -225,16 +226,18 @@ class Plan:
             moved=self.relays | set(self.renamed.values()),
             added=set(self.renamed) | (self.relays - set(self.renamed.values())),
         )
-        outputs = requested | boundary(partitions, self.dependencies)
         out: list[_Part] = []
         for (site, origin), tasks in partitions.items():
             part = tasks
+            shared = _data_read_elsewhere(part, self.dependents) if site is not None else set()
             if fuse:
-                part = fuse_linear(part, outputs & part.keys(), self.dependencies, self.dependents)
+                # A key read by another part is never fused away: fusion sees its
+                # outside dependents (:func:`.fusion.fuse_linear`).
+                part = fuse_linear(part, requested & part.keys(), self.dependencies, self.dependents)
                 if kind == "array":
                     part = optimize_slices(part)
             if site is not None:
-                part = _inline_data(part, requested, outputs)
+                part = _inline_data(part, requested, shared)
             # Only the user's own pins read site data; propagated tasks may move.
             if guard and site is not None and origin is None:
                 part = self._guarded(part, site)
@@ -285,8 +288,19 @@ class Plan:
         }
 
 
+def _data_read_elsewhere(
+    part: Mapping[Hashable, Any], dependents: Mapping[Hashable, list[Hashable]]
+) -> set[Hashable]:
+    """Keys of literal data in ``part`` that a task of another part reads."""
+    return {
+        key
+        for key, task in part.items()
+        if isinstance(task, DataNode) and not all(map(part.__contains__, dependents.get(key, ())))
+    }
+
+
 def _inline_data(
-    part: dict[Hashable, Any], requested: set[Hashable], boundary: set[Hashable]
+    part: dict[Hashable, Any], requested: set[Hashable], shared: set[Hashable]
 ) -> dict[Hashable, Any]:
     """Inline literal data (the array a load reads from) into the tasks using it.
 
@@ -294,7 +308,7 @@ def _inline_data(
     by one worker (xarray's ``original`` array, ``inline_array=False``) would
     draw every load of the site onto that worker. Inlined, loads have no
     dependency and spread over the site's workers, as ``inline_array=True``
-    would do. Data also read in another group (``boundary``) stays a task for it.
+    would do. Data also read in another part (``shared``) stays a task for it.
     """
     data = {k: t for k, t in part.items() if isinstance(t, DataNode) and k not in requested}
     if not data:
@@ -310,6 +324,6 @@ def _inline_data(
             continue  # used outside this site: keep it as a task
         for user in users[key]:
             out[user] = out[user].substitute({key: node})
-        if key not in boundary:
+        if key not in shared:
             del out[key]
     return out
