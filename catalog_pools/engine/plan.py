@@ -153,8 +153,13 @@ class Plan:
             if key in self.graph and key not in requested:
                 source = self._rename_source(key)
                 self._add_relay(key, source, largest)
-                taken = set(groups.pop(largest))
-                subs.update((u, source) for u in self.dependents[key] if u not in taken)
+                taken = groups.pop(largest)
+                if not groups and len(taken) == len(self.dependents[key]):
+                    # Every consumer in one site: they read the relay, which reads the source.
+                    self.dependents[source] = [key]
+                    continue
+                kept = set(taken)
+                subs.update((u, source) for u in self.dependents[key] if u not in kept)
             for site, consumers in groups.items():
                 name = f"catalog-pools-relay-{tokenize(key, site)}"
                 self._add_relay(name, source, site)
