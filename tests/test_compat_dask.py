@@ -27,6 +27,20 @@ def test_linear_fusion_names_its_output_key() -> None:
     np.testing.assert_array_equal(fused["a-b-c"]({}), (np.arange(4) + 1) * 2)
 
 
+def test_blocks_of_fused_layers_are_not_chains() -> None:
+    """A block of a blockwise-fused layer is a subgraph too, but names its layer, not graph keys."""
+    from dask.blockwise import optimize_blockwise
+
+    x = (da.ones(4, chunks=2) + 1) * 2
+    hlg = optimize_blockwise(x.__dask_graph__(), keys=list(x.__dask_keys__()))
+    graph = dk.convert_legacy_graph(dict(hlg))
+    key = x.__dask_keys__()[0]
+    assert graph[key].func is dk._execute_subgraph and graph[key].args[1] == key[0]
+    assert dk.fused_output_key(key, graph[key]) == key and list(dk.fused_keys(key, graph[key])) == [key]
+    fused = dk.fuse_linear_task_spec(_chain(), keys={"c"})
+    assert set(dk.fused_keys("a-b-c", fused["a-b-c"])) == {"a", "b", "c"}
+
+
 def test_legacy_graphs_convert_and_futures_drop_out() -> None:
     graph = dk.convert_legacy_graph({"x": 1, "y": (np.add, "x", 1)})
     assert isinstance(graph["x"], dk.DataNode) and graph["y"].dependencies == {"x"}

@@ -195,3 +195,47 @@ def test_pooled_graph_fuses_like_an_unpooled_one() -> None:
 
     assert not any(isinstance(t, DataNode) for t in pooled_graph.values())
     np.testing.assert_array_equal(pooled.compute(), values.mean(axis=0)[3])
+
+
+def _guarded_names(collection) -> dict[str, set[bool]]:
+    """Key name -> whether its tasks are guarded, in the pooled optimizer's graph."""
+    from dask.core import flatten
+    from dask.utils import key_split
+
+    from catalog_pools._compat.dask_internals import Task, convert_legacy_graph, fused_keys
+    from catalog_pools.engine.guard import guarded_site, run_in_site
+    from catalog_pools.engine.optimize import optimize_pooled
+    from catalog_pools.engine.plan import relay
+
+    graph = convert_legacy_graph(
+        dict(optimize_pooled(collection.__dask_graph__(), list(flatten(collection.__dask_keys__()))))
+    )
+    out: dict[str, set[bool]] = {}
+    for key, task in graph.items():
+        if not isinstance(task, Task) or task.func is relay:  # aliases; copies under a load's key
+            continue
+        inner = task.args[1].task if getattr(task, "func", None) is run_in_site else task
+        for k in fused_keys(key, inner):
+            out.setdefault(key_split(k), set()).add(guarded_site(task) is not None)
+    return out
+
+
+def test_spread_pins_read_only_in_their_site_need_no_guard() -> None:
+    """Loads are always guarded; a pin the optimizer spread is guarded only when another site reads it."""
+    import xarray as xr
+
+    arrays = []
+    for seed, site in enumerate(("ecmwf", "eumetsat")):
+        with pool(site):
+            data = da.random.default_rng(seed).standard_normal((6, 4), chunks=(1, 4))
+        arrays.append(xr.DataArray(data, dims=("time", "x")))
+    names = _guarded_names(xr.corr(*arrays, dim="time").data)
+    assert names["standard_normal"] == names["relayed"] == {True}  # loads, and loads renamed for a relay
+    assert names["invert"] == {False}  # validity masks, all read in the site of the join
+    with pool("ecmwf"):
+        a = da.random.default_rng(0).standard_normal((6, 4), chunks=(1, 4))
+    with pool("dwd"):
+        c = da.random.default_rng(1).standard_normal((4,), chunks=4)
+    names = _guarded_names(da.where(c > 0, a, 0).mean(axis=0))
+    assert names["relayed-gt"] == {True}  # the mask crosses to ecmwf (through a relay): guarded
+    assert names["standard_normal"] == {True}

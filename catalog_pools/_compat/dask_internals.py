@@ -33,6 +33,7 @@ __all__ = [
     "culled_names",
     "forwarded_key",
     "fuse_linear_task_spec",
+    "fused_keys",
     "fused_output_key",
     "key_annotations",
     "optimize_slices",
@@ -71,15 +72,34 @@ def convert_layers(layers: Sequence[Mapping[Hashable, Any]]) -> dict[Hashable, A
     return out
 
 
+def _linear_chain(key: Hashable, task: Any) -> bool:
+    """Whether ``task`` is a chain linear fusion made (its inner keys are graph keys).
+
+    Blockwise fusion makes each block of a fused layer the same kind of
+    subgraph, but its inner keys are the layer's placeholders and its output
+    is the layer's name, the first item of the block's own key.
+    """
+    if getattr(task, "func", None) is not _execute_subgraph:
+        return False
+    return not (isinstance(key, tuple) and key and task.args[1] == key[0])
+
+
+def fused_keys(key: Hashable, task: Any) -> Collection[Hashable]:
+    """Every graph key a (possibly fused) task computes (see :func:`fused_output_key`)."""
+    if _linear_chain(key, task):
+        return task.args[0].keys()
+    return (key,)
+
+
 def fused_output_key(key: Hashable, task: Any) -> Hashable:
-    """The original key whose annotations a (possibly fused) task inherits.
+    """The graph key whose annotations a (possibly fused) task inherits.
 
     ``fuse_linear_task_spec`` wraps a chain in ``_execute_subgraph(graph,
     outkey, ...)``; no public accessor says which inner key is the output.
     """
-    if getattr(task, "func", None) is _execute_subgraph:
+    if _linear_chain(key, task):
         return task.args[1]
-    return key  # a plain task, or the alias fusion leaves under the original key
+    return key  # a plain task or a block of a fused layer, or the alias fusion leaves under the original key
 
 
 def optimize_slices(dsk: dict[Hashable, Any]) -> dict[Hashable, Any]:

@@ -15,6 +15,7 @@ from .._compat.dask_internals import (
     DataNode,
     Task,
     TaskRef,
+    fused_keys,
     fused_output_key,
     optimize_slices,
 )
@@ -245,17 +246,29 @@ class Plan:
                 part = _inline_data(part, requested, shared)
             # Only the user's own pins read site data; propagated tasks may move.
             if guard and site is not None and origin is None:
-                part = self._guarded(part, site)
+                part = self._guarded(part, site, requested)
             out.append((site, origin, part))
         return out
 
-    def _guarded(self, part: dict[Hashable, Any], site: str) -> dict[Hashable, Any]:
+    def _guarded(self, part: dict[Hashable, Any], site: str, requested: set[Hashable]) -> dict[Hashable, Any]:
         """Each task checks its site before running (:func:`.guard.guard_tasks`).
 
         A replicated load may run in any replica site: its store refuses the
-        others, not a guard.
+        others, not a guard. Nor is one needed where a pin the optimizer
+        spread holds no load and only its own site reads it: it reads no
+        site data, and a guard's other use, saying the site and bytes of a
+        result another site or graph reads (:func:`.guard.guarded_site`),
+        does not arise.
         """
         info, renamed = self.info, self.renamed
+        movable, dependents, sites = self.movable_keys, self.dependents, self.sites
+
+        def internal(key: Hashable, task: Any) -> bool:
+            if not movable.issuperset(fused_keys(key, task)):
+                return False
+            source = fused_output_key(key, task)
+            readers = dependents.get(source, ())
+            return source not in requested and bool(readers) and all(sites.get(u) == site for u in readers)
 
         def size(key: Hashable, task: Any) -> float | None:
             source = fused_output_key(key, task)
@@ -266,7 +279,14 @@ class Plan:
             source = fused_output_key(key, task)
             return info.replicated(renamed.get(source, source))
 
-        return guard_tasks(part, site, size, replicated if info.any_replicated else None)
+        exempt = internal if movable else None
+        if info.any_replicated:
+            exempt = (
+                replicated
+                if not movable
+                else (lambda key, task: internal(key, task) or replicated(key, task))
+            )
+        return guard_tasks(part, site, size, exempt)
 
     def layers(self, parts: list[_Part], wait: float | None) -> dict[str, Any]:
         """One layer per distinct annotation set (per-layer constants, not per-key dicts)."""
