@@ -16,7 +16,6 @@ import pytest
 
 from catalog_pools._compat.dask_internals import DataNode, Task, TaskRef, fuse_linear_task_spec
 from catalog_pools.engine.fusion import fuse_linear
-from catalog_pools.engine.parts import boundary
 from catalog_pools.engine.placement import dependents_of
 
 
@@ -41,6 +40,11 @@ def random_tasks(seed: int) -> dict:
     order = list(graph)
     rng.shuffle(order)  # fusion walks down as well as up from wherever it starts
     return {k: graph[k] for k in order}
+
+
+def boundary(parts: dict, dependencies: dict) -> set:
+    """Keys read by a task of another part."""
+    return {d for part in parts.values() for k in part for d in dependencies[k] if d not in part}
 
 
 def canonical(graph: dict) -> dict:

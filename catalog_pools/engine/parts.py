@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Mapping, Sequence, Set
-from itertools import chain, repeat
+from itertools import repeat
 from typing import Any
 
 from .sites import OPTED_OUT, PROPAGATED
@@ -69,17 +69,6 @@ def split_parts(
     if sum(map(len, parts.values())) != len(graph):  # layers that did not cover the graph
         return _by_key(graph, graph, where)
     return dict(parts)
-
-
-def boundary(parts: Mapping[Here, Mapping[Key, Any]], dependencies: Mapping[Key, Set[Key]]) -> set[Key]:
-    """Keys read by a task of another part: outputs of their own part, never fused away."""
-    out: set[Key] = set()
-    if len(parts) < 2:
-        return out
-    for part in parts.values():
-        read = set(chain.from_iterable(map(dependencies.__getitem__, part)))
-        out |= read - part.keys()
-    return out
 
 
 def _whole(keys: Sequence[Key], pins: Mapping[Key, str | None], sites: Mapping[Key, str]) -> Here | None:
