@@ -89,12 +89,18 @@ def optimizer_cost(n_tasks: int, shape: str = "join", repeats: int = 3) -> dict[
             for label, fn in (("dask", dask_optimize), ("pooled", optimize_pooled)):
                 seconds, tasks = _seconds(fn, shape, n_tasks, paused)
                 times[label + ("_paused" if paused else "")].append(seconds)
-    out: dict[str, Any] = {"shape": shape, "tasks": tasks, **{k: min(v) for k, v in times.items()}}
+    out: dict[str, Any] = {
+        "shape": shape,
+        "tasks": tasks,
+        "repeats": repeats,
+        **{k: min(v) for k, v in times.items()},
+    }
     out["ratio"] = out["pooled"] / out["dask"]
     out["ratio_paused"] = out["pooled_paused"] / out["dask_paused"]
     print(
-        f"optimizer, {shape}, {tasks:,d} tasks: as run dask {out['dask']:.2f}s pooled {out['pooled']:.2f}s "
-        f"({out['ratio']:.2f}x); collector paused {out['dask_paused']:.2f}s / {out['pooled_paused']:.2f}s "
+        f"optimizer, {shape}, {tasks:,d} tasks, best of {repeats}: as run dask {out['dask']:.3f}s "
+        f"pooled {out['pooled']:.3f}s "
+        f"({out['ratio']:.2f}x); collector paused {out['dask_paused']:.3f}s / {out['pooled_paused']:.3f}s "
         f"({out['ratio_paused']:.2f}x)",
         flush=True,
     )
@@ -104,13 +110,14 @@ def optimizer_cost(n_tasks: int, shape: str = "join", repeats: int = 3) -> dict[
 def table(costs: list[dict[str, Any]]) -> list[str]:
     """Markdown rows of :func:`optimizer_cost` results."""
     lines = [
-        "| graph | tasks | dask s | pooled s | pooled / dask | dask s, GC paused | pooled s, GC paused "
-        "| pooled / dask, GC paused |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| graph | tasks | runs | dask s | pooled s | pooled / dask | dask s, GC paused "
+        "| pooled s, GC paused | pooled / dask, GC paused |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     lines += [
-        f"| {c['shape']} | {c['tasks']:,d} | {c['dask']:.2f} | {c['pooled']:.2f} | {c['ratio']:.2f} "
-        f"| {c['dask_paused']:.2f} | {c['pooled_paused']:.2f} | {c['ratio_paused']:.2f} |"
+        f"| {c['shape']} | {c['tasks']:,d} | {c.get('repeats', 3)} | {c['dask']:.3f} | {c['pooled']:.3f} "
+        f"| {c['ratio']:.2f} "
+        f"| {c['dask_paused']:.3f} | {c['pooled_paused']:.3f} | {c['ratio_paused']:.2f} |"
         for c in costs
     ]
     return lines
