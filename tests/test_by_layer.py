@@ -241,3 +241,27 @@ def test_groups_of_blocks_are_ranked_per_block() -> None:
     layered = assign_sites(deps, pins, sizes, layers=layers)
     assert layered == by_key
     assert crossing_bytes(deps, layered, sizes) == 3.0
+
+
+def test_sizes_of_many_blocks_are_their_sizes_one_by_one() -> None:
+    """``LayerInfo.nbytes_many`` (used to weigh a join layer) agrees with ``nbytes`` key by key."""
+    import dask.array as da
+
+    from catalog_pools.engine.layers import LayerInfo
+    from catalog_pools.engine.placement import _size_function
+
+    even = da.ones((6, 4), chunks=(2, 4))
+    uneven = da.ones((5, 4), chunks=(2, 4))  # a last chunk of another size
+    zero = da.ones((0, 4), chunks=(2, 4))
+    info = LayerInfo({**even.dask.layers, **uneven.dask.layers, **zero.dask.layers})
+    size = _size_function(info.nbytes, 1.0)
+    for keys in (
+        list(even.__dask_keys__()[0][0:1]) + [k[0] for k in even.__dask_keys__()],
+        [k[0] for k in even.__dask_keys__()] + [k[0] for k in uneven.__dask_keys__()],
+        [(even.name, 0)],  # a key with fewer indices than the layer's blocks
+        ["not-a-tuple"],
+    ):
+        assert size.many(keys) == [size(k) for k in keys]
+    evens = [k[0] for k in even.__dask_keys__()]
+    assert info.nbytes_many(evens) == [2 * 4 * 8.0] * 3
+    assert info.nbytes_many([k[0] for k in uneven.__dask_keys__()]) is None

@@ -288,7 +288,8 @@ def weigh_layer(
     names = sorted(set(input_sites))
     index = {name: n for n, name in enumerate(names)}
     column = np.fromiter(map(index.__getitem__, input_sites), dtype=np.intp, count=len(flat))
-    nbytes = np.fromiter(map(size, flat), dtype=float, count=len(flat))
+    many = getattr(size, "many", None)  # sizes of many keys at once, if the size function can
+    nbytes = np.array(many(flat), dtype=float) if many else np.fromiter(map(size, flat), float, len(flat))
     users = np.fromiter(map(len, map(dependents.__getitem__, flat)), dtype=float, count=len(flat))
     cell = np.repeat(np.arange(len(deps), dtype=np.intp), counts) * len(names) + column
     shape = (len(deps), len(names))

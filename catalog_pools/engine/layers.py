@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from operator import itemgetter
 from typing import Any, cast
 
 import numpy as np
@@ -22,6 +23,7 @@ from .order import topological_order
 from .sites import ANNOTATION, NBYTES, ORIGIN, RELAY, REPLICAS, WAIT, other_resources, per_key, pin_of
 
 Key = Hashable
+_FIRST: Callable[[Any], Hashable] = itemgetter(0)  # a tuple key's name
 
 
 def key_name(key: Key) -> Hashable:
@@ -117,6 +119,22 @@ class LayerInfo:
         if per_key(ann):
             return bool(self.annotations(key).get(REPLICAS))
         return bool(ann.get(REPLICAS))
+
+    def nbytes_many(self, keys: Sequence[Key]) -> list[float] | None:
+        """:meth:`nbytes` of many keys at once, when every key is a block of a layer whose
+        chunks are all one size; else ``None`` (then ask key by key)."""
+        if set(map(type, keys)) != {tuple}:
+            return None
+        by_name: dict[Hashable, float] = {}
+        for name in set(map(_FIRST, keys)):
+            uniform = self._uniform.get(name)
+            if uniform is None:
+                return None
+            by_name[name] = uniform[1]
+        ndims = {self._uniform[name][0] for name in by_name}
+        if len(ndims) != 1 or set(map(len, cast(Sequence[tuple[Any, ...]], keys))) != {ndims.pop() + 1}:
+            return None
+        return list(map(by_name.__getitem__, map(_FIRST, keys)))
 
     def nbytes(self, key: Key) -> float | None:
         """Estimated output bytes of an array chunk key (chunk shape x itemsize)."""

@@ -217,9 +217,31 @@ def _getter(nbytes: Mapping[Key, float] | SizeOf | None) -> SizeOf:
     return nbytes.get if isinstance(nbytes, Mapping) else nbytes
 
 
-def _size_function(nbytes: Mapping[Key, float] | SizeOf | None, default: float) -> Callable[[Key], float]:
-    get = _getter(nbytes)
-    return lambda key: get(key) or default
+class _Size:
+    """A key's estimated bytes, ``default`` where unknown or zero; :meth:`many` for a list."""
+
+    __slots__ = ("bulk", "default", "get")
+
+    def __init__(self, nbytes: Mapping[Key, float] | SizeOf | None, default: float) -> None:
+        self.get = _getter(nbytes)
+        self.default = default
+        # LayerInfo answers a list of blocks of evenly chunked layers at once.
+        self.bulk: Callable[[Sequence[Key]], list[float] | None] | None = getattr(
+            getattr(nbytes, "__self__", None), "nbytes_many", None
+        )
+
+    def __call__(self, key: Key) -> float:
+        return self.get(key) or self.default
+
+    def many(self, keys: Sequence[Key]) -> list[float]:
+        found = self.bulk(keys) if self.bulk is not None else None
+        if found is None:
+            return list(map(self, keys))
+        return [size or self.default for size in found] if 0.0 in found else found
+
+
+def _size_function(nbytes: Mapping[Key, float] | SizeOf | None, default: float) -> _Size:
+    return _Size(nbytes, default)
 
 
 def _place_relays(
