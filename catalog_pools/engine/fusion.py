@@ -18,7 +18,7 @@ from .._compat.dask_internals import Alias, Task
 Key = Hashable
 
 
-def fuse_linear(
+def fuse_linear(  # noqa: PLR0912 - one flat loop: it runs per task, and calls cost
     part: Mapping[Key, Any],
     keys: Set[Key],
     dependencies: Mapping[Key, Collection[Key]],
@@ -47,79 +47,50 @@ def fuse_linear(
 
     seen: set[Key] = set()
     result: dict[Key, Any] = {}
+    no_users: tuple[Key, ...] = ()
     for key, task in part.items():
         if key in seen:
             continue
         seen.add(key)
-        if (len(dependencies[key]) != 1 and len(dependents.get(key, ())) != 1) or task.block_fusion:
+        deps = dependencies[key]
+        users = dependents.get(key, no_users)
+        if (len(deps) != 1 and len(users) != 1) or task.block_fusion:
             result[key] = task
             continue
-        chain = _down(key, task, part, keys, dependencies, dependents, seen, result)
-        top = _up(key, chain, part, keys, dependencies, dependents, seen, result)
+        chain = [task]
+        while len(deps) == 1:  # down, towards the leaves
+            (below,) = deps
+            if below in seen:
+                break
+            seen.add(below)
+            node = part.get(below)
+            if node is None:
+                break
+            if len(dependents.get(below, no_users)) != 1 or node.block_fusion or below in keys:
+                result[below] = node
+                break
+            chain.insert(0, node)
+            deps = dependencies[below]
+        top = key
+        while len(users) == 1 and top not in keys:  # up, towards the output
+            (above,) = users
+            if above in seen:
+                break
+            seen.add(above)
+            node = part.get(above)
+            if node is None:  # a stale map; never fuse across parts
+                break
+            if len(dependencies[above]) != 1 or node.block_fusion:
+                result[above] = node
+                break
+            chain.append(node)
+            top = above
+            users = dependents.get(above, no_users)
         if len(chain) == 1:
-            result[top] = chain[0]
+            result[top] = task
             continue
         name = default_fused_keys_renamer([t.key for t in chain])
         result[name] = Task.fuse(*chain, key=name)
         if name != top:
             result[top] = Alias(top, target=name)  # type: ignore[arg-type]
     return result
-
-
-def _down(
-    key: Key,
-    task: Any,
-    part: Mapping[Key, Any],
-    keys: Set[Key],
-    dependencies: Mapping[Key, Collection[Key]],
-    dependents: Mapping[Key, Collection[Key]],
-    seen: set[Key],
-    result: dict[Key, Any],
-) -> list[Any]:
-    """The chain below ``key``, towards the leaves: each task with one dependency and one dependent."""
-    chain = [task]
-    deps = dependencies[key]
-    while len(deps) == 1:
-        (below,) = deps
-        if below in seen:
-            break
-        seen.add(below)
-        node = part.get(below)
-        if node is None:
-            break
-        if len(dependents.get(below, ())) != 1 or node.block_fusion or below in keys:
-            result[below] = node
-            break
-        chain.insert(0, node)
-        deps = dependencies[below]
-    return chain
-
-
-def _up(
-    key: Key,
-    chain: list[Any],
-    part: Mapping[Key, Any],
-    keys: Set[Key],
-    dependencies: Mapping[Key, Collection[Key]],
-    dependents: Mapping[Key, Collection[Key]],
-    seen: set[Key],
-    result: dict[Key, Any],
-) -> Key:
-    """Extend ``chain`` above ``key``, towards the output; returns the chain's last key."""
-    top = key
-    users = dependents.get(key, ())
-    while len(users) == 1 and top not in keys:
-        (above,) = users
-        if above in seen:
-            break
-        seen.add(above)
-        node = part.get(above)
-        if node is None:  # a stale map; never fuse across parts
-            break
-        if len(dependencies[above]) != 1 or node.block_fusion:
-            result[above] = node
-            break
-        chain.append(node)
-        top = above
-        users = dependents.get(above, ())
-    return top
