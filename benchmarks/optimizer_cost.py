@@ -15,11 +15,16 @@ Each pair of runs alternates dask's optimizer and the pooled one, twice: as they
 run (the pooled optimizer pauses Python's cyclic garbage collector while it
 rebuilds the graph, dask's does not), and with the collector paused around both
 (the work itself). The best of ``repeats`` counts; ratios are pooled / dask.
+:func:`fresh_optimizer_cost` measures each graph in a new process, so a
+million-task graph measured before does not leave its heap to the next.
 """
 
 from __future__ import annotations
 
 import gc
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -104,6 +109,21 @@ def optimizer_cost(n_tasks: int, shape: str = "join", repeats: int = 3) -> dict[
         f"({out['ratio_paused']:.2f}x)",
         flush=True,
     )
+    return out
+
+
+def fresh_optimizer_cost(n_tasks: int, shape: str, repeats: int) -> dict[str, Any]:
+    """:func:`optimizer_cost` in a new Python process (its report printed, its result returned)."""
+    code = (
+        "import json; from benchmarks.optimizer_cost import optimizer_cost; "
+        f"print(json.dumps(optimizer_cost({n_tasks}, {shape!r}, {repeats})))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=3600
+    )
+    *report, result = done.stdout.strip().splitlines()
+    print(*report, sep="\n", flush=True)
+    out: dict[str, Any] = json.loads(result)
     return out
 
 

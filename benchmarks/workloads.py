@@ -92,7 +92,7 @@ import xarray as xr
 
 import catalog_pools
 from benchmarks.isolated_sites import SiteStores, check_isolation, prepare_sites
-from benchmarks.optimizer_cost import SHAPES, optimizer_cost
+from benchmarks.optimizer_cost import SHAPES, fresh_optimizer_cost
 from benchmarks.optimizer_cost import table as cost_table
 from catalog_pools import pool
 
@@ -496,7 +496,7 @@ def main(argv: list[str] | None = None) -> None:
     costs = []
     if not args.skip_optimizer:
         costs = [
-            optimizer_cost(n, shape, args.opt_repeats or default_repeats(n))
+            fresh_optimizer_cost(n, shape, args.opt_repeats or default_repeats(n))
             for shape in args.opt_shapes
             for n in args.opt_sizes
         ]
